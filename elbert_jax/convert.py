@@ -1,0 +1,320 @@
+"""transformers checkpoints <-> elbert_jax parameters, both ways.
+
+Reads ``AlbertModel``/``AlbertForSequenceClassification``/``BertModel``/``BertForSequenceClassification``
+folders (``.safetensors``, sharded or not, or ``pytorch_model.bin``) from a local path or the hub, and
+writes a folder that ``AutoModelForSequenceClassification`` loads with logits equal to our last exit.
+The mapping is one table of names (``_LAYER_NAMES``); loading walks our own parameter template so
+every parameter is either found, or (only the exit head) initialised and reported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import flax
+import jax
+import numpy as np
+
+from elbert_jax.model import ElbertModel, EncoderConfig, Params, init_params
+
+log = logging.getLogger("elbert_jax")
+
+# our layer submodule -> (ALBERT name, BERT name), relative to one layer's prefix
+_LAYER_NAMES = {
+    "query": ("attention.query", "attention.self.query"),
+    "key": ("attention.key", "attention.self.key"),
+    "value": ("attention.value", "attention.self.value"),
+    "attention_output": ("attention.dense", "attention.output.dense"),
+    "attention_layer_norm": ("attention.LayerNorm", "attention.output.LayerNorm"),
+    "ffn": ("ffn", "intermediate.dense"),
+    "ffn_output": ("ffn_output", "output.dense"),
+    "output_layer_norm": ("full_layer_layer_norm", "output.LayerNorm"),
+}
+_POOLER = {"albert": "pooler", "bert": "pooler.dense"}
+# checkpoint keys that carry nothing we use (MLM/NSP heads, buffers)
+_IGNORED_PREFIXES = ("predictions.", "sop_classifier.", "cls.", "embeddings.position_ids",
+                     "embeddings.token_type_ids")
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json")
+_HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer*",
+                 "spiece.model", "vocab.txt", "special_tokens_map.json"]
+
+
+def config_from_hf(hf_config: Any, num_labels: int | None = None, **overrides: Any) -> EncoderConfig:
+    """EncoderConfig from a transformers ``AlbertConfig``/``BertConfig`` (or its dict)."""
+    c = hf_config if isinstance(hf_config, Mapping) else hf_config.to_dict()
+    model_type = c.get("model_type")
+    if model_type not in ("albert", "bert"):
+        raise ValueError(f"model_type={model_type!r} is not supported: elbert_jax loads ALBERT and "
+                         "BERT checkpoints (RoBERTa-style position ids differ)")
+    if c.get("position_embedding_type", "absolute") != "absolute":
+        raise ValueError(f"position_embedding_type={c['position_embedding_type']!r} is not supported "
+                         "(only 'absolute')")
+    if model_type == "albert" and c.get("inner_group_num", 1) != 1:
+        raise ValueError(f"inner_group_num={c['inner_group_num']} is not supported (only 1, as in every "
+                         "released ALBERT checkpoint)")
+    if num_labels is None:
+        id2label = c.get("id2label") or {}
+        num_labels = len(id2label) or c.get("num_labels", 2)
+    if model_type == "albert":
+        classifier_dropout = c.get("classifier_dropout_prob", 0.1)
+    else:
+        classifier_dropout = c.get("classifier_dropout")
+        if classifier_dropout is None:
+            classifier_dropout = c.get("hidden_dropout_prob", 0.1)
+    fields = dict(
+        model_type=model_type,
+        vocab_size=c["vocab_size"],
+        embedding_size=c.get("embedding_size", 128) if model_type == "albert" else None,
+        hidden_size=c["hidden_size"],
+        num_hidden_layers=c["num_hidden_layers"],
+        num_hidden_groups=c.get("num_hidden_groups", 1) if model_type == "albert" else None,
+        num_attention_heads=c["num_attention_heads"],
+        intermediate_size=c["intermediate_size"],
+        hidden_act=c.get("hidden_act", "gelu"),
+        hidden_dropout_prob=c.get("hidden_dropout_prob", 0.1),
+        attention_probs_dropout_prob=c.get("attention_probs_dropout_prob", 0.1),
+        classifier_dropout_prob=classifier_dropout,
+        max_position_embeddings=c.get("max_position_embeddings", 512),
+        type_vocab_size=c.get("type_vocab_size", 2),
+        layer_norm_eps=c.get("layer_norm_eps", 1e-12),
+        initializer_range=c.get("initializer_range", 0.02),
+        pad_token_id=c.get("pad_token_id") or 0,
+        num_labels=num_labels,
+    )
+    fields.update(overrides)
+    return EncoderConfig(**fields)
+
+
+def config_to_hf(config: EncoderConfig, label_names: Sequence[str] | None = None) -> Any:
+    """A transformers config for ``*ForSequenceClassification`` matching ``config``."""
+    import transformers
+
+    labels = list(label_names) if label_names else [f"LABEL_{i}" for i in range(config.num_labels)]
+    if len(labels) != config.num_labels:
+        raise ValueError(f"{len(labels)} label names for num_labels={config.num_labels}")
+    common = dict(
+        vocab_size=config.vocab_size, hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
+        intermediate_size=config.intermediate_size, hidden_act=config.hidden_act,
+        hidden_dropout_prob=config.hidden_dropout_prob,
+        attention_probs_dropout_prob=config.attention_probs_dropout_prob,
+        max_position_embeddings=config.max_position_embeddings,
+        type_vocab_size=config.type_vocab_size, layer_norm_eps=config.layer_norm_eps,
+        initializer_range=config.initializer_range, pad_token_id=config.pad_token_id,
+        id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
+    )
+    if config.model_type == "albert":
+        return transformers.AlbertConfig(
+            embedding_size=config.embedding_size, num_hidden_groups=config.groups, inner_group_num=1,
+            classifier_dropout_prob=config.classifier_dropout_prob,
+            architectures=["AlbertForSequenceClassification"], **common)
+    return transformers.BertConfig(classifier_dropout=config.classifier_dropout_prob,
+                                   architectures=["BertForSequenceClassification"], **common)
+
+
+def _hf_name(config: EncoderConfig, path: tuple[str, ...], index: int | None) -> tuple[str, str]:
+    """(transformers key without model prefix, how to transform) for one of our parameter paths.
+
+    ``index`` is the hidden group for layer parameters. Transforms: 'T' (Dense kernel, transposed),
+    'id' (bias, LayerNorm scale/bias, embedding table).
+    """
+    albert = config.model_type == "albert"
+    *module, leaf = path
+    suffix = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": "bias"}[leaf]
+    how = "T" if leaf == "kernel" else "id"
+    top = module[0]
+    if top == "embeddings":
+        if module[1] == "embedding_hidden_mapping_in":
+            return f"encoder.embedding_hidden_mapping_in.{suffix}", how
+        return f"embeddings.{module[1]}.{suffix}", how
+    if top == "encoder":
+        ours = module[-1]
+        name = _LAYER_NAMES[ours][0 if albert else 1]
+        prefix = (f"encoder.albert_layer_groups.{index}.albert_layers.0." if albert
+                  else f"encoder.layer.{index}.")
+        return f"{prefix}{name}.{suffix}", how
+    if top == "exits":
+        if module[-1] == "pooler":
+            return f"{_POOLER[config.model_type]}.{suffix}", how
+        return f"classifier.{suffix}", how
+    raise KeyError(path)
+
+
+def _normalise_keys(state: Mapping[str, np.ndarray], model_type: str) -> dict[str, np.ndarray]:
+    """Strips the ``albert.``/``bert.`` prefix and maps legacy ``gamma``/``beta`` names."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith(model_type + "."):
+            key = key[len(model_type) + 1:]
+        if key.endswith(".gamma"):
+            key = key[:-len("gamma")] + "weight"
+        elif key.endswith(".beta"):
+            key = key[:-len("beta")] + "bias"
+        out[key] = value
+    return out
+
+
+def params_from_state_dict(config: EncoderConfig, state: Mapping[str, np.ndarray], seed: int = 0,
+                           source: str = "checkpoint") -> tuple[Params, dict[str, list[str]]]:
+    """Our params from a transformers state dict (numpy, any float dtype).
+
+    Returns the params and a report: ``initialised`` (exit-head parameters absent from the
+    checkpoint, kept at their random init) and ``unused`` (checkpoint keys we did not read).
+    A missing encoder parameter or a shape mismatch is an error naming the key and ``source``.
+    """
+    state = _normalise_keys(state, config.model_type)
+    template = flax.traverse_util.flatten_dict(flax.core.unfreeze(init_params(config, seed)))
+    per_layer_head = config.head_per_layer
+    stacked_len = {"encoder": config.groups, "exits": config.num_hidden_layers if per_layer_head else 0}
+    used: set[str] = set()
+    initialised: list[str] = []
+    out = {}
+    for path, init in template.items():
+        top = path[0]
+        copies = stacked_len.get(top, 0)
+        indices = range(copies) if (top == "encoder") else [None]
+        arrays = []
+        for index in indices:
+            key, how = _hf_name(config, path, index)
+            if key not in state:
+                if top == "exits":
+                    arrays = None
+                    initialised.append(key)
+                    break
+                raise KeyError(f"{source}: parameter {key!r} is missing (needed for "
+                               f"{'/'.join(path)}); is this a {config.model_type} checkpoint with "
+                               f"{config.groups} hidden group(s)?")
+            value = np.asarray(state[key], dtype=np.float32)
+            value = value.T if how == "T" else value
+            used.add(key)
+            arrays.append(value)
+        if arrays is None:
+            out[path] = init
+            continue
+        value = np.stack(arrays) if top == "encoder" else arrays[0]
+        if top == "exits" and per_layer_head:
+            value = np.broadcast_to(value, (config.num_hidden_layers,) + value.shape)
+        if value.shape != init.shape:
+            raise ValueError(f"{source}: {key!r} has shape {tuple(state[key].shape)}, which does not "
+                             f"fit {'/'.join(path)} {tuple(init.shape)} of {config}")
+        out[path] = jax.numpy.asarray(value)
+    unused = sorted(k for k in state if k not in used and not k.startswith(_IGNORED_PREFIXES))
+    params = flax.traverse_util.unflatten_dict(out)
+    return params, {"initialised": initialised, "unused": unused}
+
+
+def state_dict_from_params(config: EncoderConfig, params: Params) -> dict[str, np.ndarray]:
+    """transformers ``*ForSequenceClassification`` state dict (float32 numpy) from our params.
+
+    With per-layer heads, the last layer's head becomes the exported classifier.
+    """
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params))
+    state = {}
+    for path, value in flat.items():
+        value = np.asarray(value, dtype=np.float32)
+        top = path[0]
+        if top == "exits" and config.head_per_layer:
+            value = value[-1]
+        copies = range(config.groups) if top == "encoder" else [None]
+        for index in copies:
+            key, how = _hf_name(config, path, index)
+            v = value[index] if index is not None else value
+            v = v.T if how == "T" else v
+            full = key if key.startswith("classifier.") else f"{config.model_type}.{key}"
+            state[full] = np.ascontiguousarray(v)
+    return state
+
+
+def _resolve(name_or_path: str | os.PathLike) -> Path:
+    """A local folder as is; otherwise a hub repo id, downloaded (weights, config, tokenizer)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ValueError(f"{path} is a file; pass the checkpoint folder")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(name_or_path), allow_patterns=_HUB_PATTERNS))
+    except Exception as err:  # offline, unknown repo, no safetensors: say what was tried
+        raise OSError(f"{name_or_path!r} is not a local folder and could not be fetched from the "
+                      f"hub ({type(err).__name__}: {err})") from err
+
+
+def read_state_dict(folder: str | os.PathLike) -> dict[str, np.ndarray]:
+    """All tensors of a transformers checkpoint folder as numpy (safetensors preferred)."""
+    folder = Path(folder)
+    names = [f for f in _WEIGHT_FILES if (folder / f).exists()]
+    if not names:
+        raise FileNotFoundError(f"{folder}: no weights found (looked for {', '.join(_WEIGHT_FILES)})")
+    name = names[0]
+    if name.endswith(".index.json"):
+        index = json.loads((folder / name).read_text())
+        files = sorted(set(index["weight_map"].values()))
+    else:
+        files = [name]
+    state: dict[str, np.ndarray] = {}
+    for file in files:
+        if file.endswith(".safetensors"):
+            from safetensors.numpy import load_file
+
+            state.update(load_file(folder / file))
+        else:
+            try:
+                import torch
+            except ImportError as err:
+                raise ImportError(f"{folder / file} is a PyTorch pickle; reading it needs torch "
+                                  "(pip install torch), or convert it to safetensors") from err
+            tensors = torch.load(folder / file, map_location="cpu", weights_only=True)
+            state.update({k: v.float().numpy() for k, v in tensors.items()})
+    return state
+
+
+def load_pretrained(name_or_path: str | os.PathLike, num_labels: int | None = None, *,
+                    seed: int = 0, **config_overrides: Any) -> tuple[ElbertModel, Params]:
+    """Model and float32 params from a transformers ALBERT/BERT checkpoint (folder or hub id).
+
+    ``num_labels`` defaults to the checkpoint's label count. ``config_overrides`` set
+    ``EncoderConfig`` fields such as ``dtype="bfloat16"``, ``head_per_layer=True`` or dropouts.
+    The exit head's pooler and classifier come from the checkpoint when it has them; otherwise
+    they are initialised from ``seed`` and a warning names them.
+    """
+    import transformers
+
+    folder = _resolve(name_or_path)
+    hf_config = transformers.AutoConfig.from_pretrained(folder)
+    config = config_from_hf(hf_config, num_labels, **config_overrides)
+    params, report = params_from_state_dict(config, read_state_dict(folder), seed, str(folder))
+    if report["initialised"]:
+        log.warning("%s: exit head initialised from seed %d (not in the checkpoint): %s", folder,
+                    seed, ", ".join(report["initialised"]))
+    else:
+        log.info("%s: exit head (pooler and classifier) imported from the checkpoint", folder)
+    if report["unused"]:
+        log.warning("%s: %d checkpoint tensors not used: %s", folder, len(report["unused"]),
+                    ", ".join(report["unused"][:10]))
+    return ElbertModel(config), params
+
+
+def save_pretrained(folder: str | os.PathLike, config: EncoderConfig, params: Params,
+                    tokenizer: Any = None, label_names: Sequence[str] | None = None) -> Path:
+    """Writes a transformers folder: config.json, model.safetensors and the tokenizer's files.
+
+    ``AutoModelForSequenceClassification.from_pretrained(folder)`` then gives our last exit's logits.
+    """
+    from safetensors.numpy import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config_to_hf(config, label_names).save_pretrained(folder)
+    save_file(state_dict_from_params(config, params), folder / "model.safetensors",
+              metadata={"format": "pt"})
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    return folder

@@ -1,0 +1,351 @@
+"""The ELBERT encoder: ALBERT (shared layer) or BERT-family (unshared layers) with one exit per layer.
+
+One module serves both families. The layer stack is two nested ``nn.scan``s: an outer scan over the
+``G`` hidden groups whose weights are stacked on a leading axis (``variable_axes``), and an inner scan
+over the ``L / G`` layers of a group that reuse those weights (``variable_broadcast``). ALBERT has
+``G = 1`` (one layer applied ``L`` times), BERT has ``G = L``, and ALBERT's ``num_hidden_groups`` is any
+divisor of ``L`` in between. Every layer parameter therefore carries a leading axis of size ``G``;
+``layer_params`` picks layer ``i``'s slice, which is what the early-exit engines use to drive one
+layer at a time inside a ``lax.while_loop``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Params = Any
+
+MODEL_TYPES = ("albert", "bert")
+ACTIVATIONS = {
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_fast": functools.partial(jax.nn.gelu, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "tanh": jnp.tanh,
+}
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+    """Architecture of an ELBERT encoder; field names follow transformers' configs.
+
+    ``num_hidden_groups`` defaults to 1 for ALBERT (all layers share weights) and to
+    ``num_hidden_layers`` for BERT (every layer has its own). ``dtype`` is the compute dtype;
+    parameters are always float32.
+    """
+
+    model_type: str = "albert"
+    vocab_size: int = 30000
+    embedding_size: int | None = 128
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_hidden_groups: int | None = None
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu_new"
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+    classifier_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    pad_token_id: int = 0
+    num_labels: int = 3
+    head_per_layer: bool = False
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        errors = []
+        if self.model_type not in MODEL_TYPES:
+            errors.append(f"model_type={self.model_type!r} is not one of {MODEL_TYPES}")
+        if self.model_type == "bert" and self.embedding_size not in (None, self.hidden_size):
+            errors.append("model_type='bert' has no factorised embeddings: embedding_size must be None")
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings", "type_vocab_size", "num_labels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                errors.append(f"{name}={value!r} must be a positive integer")
+        if self.embedding_size is not None and (not isinstance(self.embedding_size, int)
+                                                or self.embedding_size < 1):
+            errors.append(f"embedding_size={self.embedding_size!r} must be a positive integer or None")
+        if (isinstance(self.hidden_size, int) and isinstance(self.num_attention_heads, int)
+                and self.num_attention_heads > 0 and self.hidden_size % self.num_attention_heads):
+            errors.append(f"hidden_size={self.hidden_size} is not a multiple of "
+                          f"num_attention_heads={self.num_attention_heads}")
+        groups = self.num_hidden_groups
+        if groups is not None:
+            if not isinstance(groups, int) or groups < 1:
+                errors.append(f"num_hidden_groups={groups!r} must be a positive integer")
+            elif isinstance(self.num_hidden_layers, int) and self.num_hidden_layers % groups:
+                errors.append(f"num_hidden_groups={groups} must divide num_hidden_layers="
+                              f"{self.num_hidden_layers} (uneven groups are not supported)")
+        if self.hidden_act not in ACTIVATIONS:
+            errors.append(f"hidden_act={self.hidden_act!r} is not one of {sorted(ACTIVATIONS)}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout_prob"):
+            value = getattr(self, name)
+            if not 0.0 <= float(value) < 1.0:
+                errors.append(f"{name}={value!r} must be in [0, 1)")
+        if self.dtype not in DTYPES:
+            errors.append(f"dtype={self.dtype!r} is not one of {DTYPES}")
+        if errors:
+            raise ValueError("invalid EncoderConfig: " + "; ".join(errors))
+
+    @property
+    def groups(self) -> int:
+        """Number of distinct layer weight sets (1 = fully shared, L = unshared)."""
+        if self.num_hidden_groups is not None:
+            return self.num_hidden_groups
+        return 1 if self.model_type == "albert" else self.num_hidden_layers
+
+    @property
+    def shared(self) -> bool:
+        return self.groups == 1
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.dtype)
+
+    def replace(self, **changes: Any) -> "EncoderConfig":
+        return dataclasses.replace(self, **changes)
+
+
+@flax.struct.dataclass
+class ModelOutput:
+    """``exit_logits``: [L, B, K] float32; ``hidden_states``: [L + 1, B, S, H] or None."""
+
+    exit_logits: Array
+    hidden_states: Array | None = None
+
+
+def _dense(config: EncoderConfig, features: int, name: str) -> nn.Dense:
+    return nn.Dense(features, dtype=config.compute_dtype, param_dtype=jnp.float32,
+                    kernel_init=nn.initializers.normal(config.initializer_range), name=name)
+
+
+def _layer_norm(config: EncoderConfig, name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=config.compute_dtype,
+                        param_dtype=jnp.float32, name=name)
+
+
+def _embed(config: EncoderConfig, num: int, features: int, name: str) -> nn.Embed:
+    return nn.Embed(num, features, dtype=config.compute_dtype, param_dtype=jnp.float32,
+                    embedding_init=nn.initializers.normal(config.initializer_range), name=name)
+
+
+def attention_bias(attention_mask: Array) -> Array:
+    """[B, S] 0/1 key mask -> [B, 1, 1, S] boolean that broadcasts over heads and queries."""
+    return attention_mask.astype(bool)[:, None, None, :]
+
+
+class Embeddings(nn.Module):
+    """Word + position + token-type embeddings, LayerNorm, dropout; ALBERT then maps E -> H."""
+
+    config: EncoderConfig
+
+    @nn.compact
+    def __call__(self, input_ids: Array, token_type_ids: Array, deterministic: bool = True) -> Array:
+        cfg = self.config
+        width = cfg.embedding_size or cfg.hidden_size
+        seq_len = input_ids.shape[-1]
+        if seq_len > cfg.max_position_embeddings:
+            raise ValueError(f"sequence length {seq_len} exceeds max_position_embeddings="
+                             f"{cfg.max_position_embeddings}")
+        x = _embed(cfg, cfg.vocab_size, width, "word_embeddings")(input_ids)
+        x = x + _embed(cfg, cfg.max_position_embeddings, width, "position_embeddings")(
+            jnp.arange(seq_len)[None, :])
+        x = x + _embed(cfg, cfg.type_vocab_size, width, "token_type_embeddings")(token_type_ids)
+        x = _layer_norm(cfg, "LayerNorm")(x)
+        x = nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+        if cfg.model_type == "albert":
+            x = _dense(cfg, cfg.hidden_size, "embedding_hidden_mapping_in")(x)
+        return x
+
+
+class TransformerLayer(nn.Module):
+    """Post-LN layer, identical in ALBERT and BERT up to parameter names (see ``convert``)."""
+
+    config: EncoderConfig
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array, deterministic: bool = True) -> Array:
+        cfg = self.config
+        batch, seq_len, hidden = x.shape
+        heads = cfg.num_attention_heads
+        head_dim = hidden // heads
+
+        def split(t: Array) -> Array:
+            return t.reshape(batch, seq_len, heads, head_dim)
+
+        q = split(_dense(cfg, hidden, "query")(x))
+        k = split(_dense(cfg, hidden, "key")(x))
+        v = split(_dense(cfg, hidden, "value")(x))
+        # Scores and softmax in float32 whatever the compute dtype: bf16 logits lose the ranking.
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+        scores = scores / jnp.sqrt(jnp.float32(head_dim))
+        scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(cfg.compute_dtype)
+        probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
+        context = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(batch, seq_len, hidden)
+        attn = _dense(cfg, hidden, "attention_output")(context)
+        attn = nn.Dropout(cfg.hidden_dropout_prob)(attn, deterministic=deterministic)
+        x = _layer_norm(cfg, "attention_layer_norm")(x + attn)
+        h = ACTIVATIONS[cfg.hidden_act](_dense(cfg, cfg.intermediate_size, "ffn")(x))
+        h = _dense(cfg, hidden, "ffn_output")(h)
+        h = nn.Dropout(cfg.hidden_dropout_prob)(h, deterministic=deterministic)
+        return _layer_norm(cfg, "output_layer_norm")(x + h)
+
+
+class _LayerStep(nn.Module):
+    """One scan step: carry (hidden, mask); emit the full hidden state or only [CLS]."""
+
+    config: EncoderConfig
+    deterministic: bool
+    keep_hidden: bool
+
+    @nn.compact
+    def __call__(self, carry: tuple[Array, Array], _: Any) -> tuple[tuple[Array, Array], Array]:
+        x, mask = carry
+        x = TransformerLayer(self.config, name="layer")(x, mask, self.deterministic)
+        return (x, mask), (x if self.keep_hidden else x[:, 0])
+
+
+class _LayerGroup(nn.Module):
+    """The L / G layers of one hidden group: one weight set broadcast across an inner scan."""
+
+    config: EncoderConfig
+    deterministic: bool
+    keep_hidden: bool
+
+    @nn.compact
+    def __call__(self, carry: tuple[Array, Array], _: Any) -> tuple[tuple[Array, Array], Array]:
+        cfg = self.config
+        scan = nn.scan(_LayerStep, variable_broadcast="params",
+                       split_rngs={"params": False, "dropout": True},
+                       length=cfg.num_hidden_layers // cfg.groups)
+        return scan(cfg, self.deterministic, self.keep_hidden, name="layers")(carry, None)
+
+
+class LayerStack(nn.Module):
+    """All L layers; returns the final carry and the per-layer outputs stacked as [L, ...]."""
+
+    config: EncoderConfig
+    deterministic: bool = True
+    keep_hidden: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array) -> tuple[Array, Array]:
+        cfg = self.config
+        scan = nn.scan(_LayerGroup, variable_axes={"params": 0},
+                       split_rngs={"params": True, "dropout": True}, length=cfg.groups)
+        (x, _), per_layer = scan(cfg, self.deterministic, self.keep_hidden, name="groups")(
+            (x, mask), None)
+        per_layer = per_layer.reshape((cfg.num_hidden_layers,) + per_layer.shape[2:])
+        return x, per_layer
+
+
+class ExitHead(nn.Module):
+    """Pooler (Linear H->H + tanh on [CLS]) -> dropout -> Linear H->K, as in *ForSequenceClassification."""
+
+    config: EncoderConfig
+
+    @nn.compact
+    def __call__(self, cls_hidden: Array, deterministic: bool = True) -> Array:
+        cfg = self.config
+        pooled = jnp.tanh(_dense(cfg, cfg.hidden_size, "pooler")(cls_hidden))
+        pooled = nn.Dropout(cfg.classifier_dropout_prob)(pooled, deterministic=deterministic)
+        return _dense(cfg, cfg.num_labels, "classifier")(pooled).astype(jnp.float32)
+
+
+class ExitHeads(nn.Module):
+    """Applies the exits to [L, B, H] [CLS] states: one shared head, or one per layer."""
+
+    config: EncoderConfig
+
+    @nn.compact
+    def __call__(self, cls_per_layer: Array, deterministic: bool = True) -> Array:
+        cfg = self.config
+        if not cfg.head_per_layer:
+            return ExitHead(cfg, name="head")(cls_per_layer, deterministic)
+        heads = nn.vmap(ExitHead, variable_axes={"params": 0},
+                        split_rngs={"params": True, "dropout": True},
+                        in_axes=(0, None), axis_size=cfg.num_hidden_layers)
+        return heads(cfg, name="head")(cls_per_layer, deterministic)
+
+
+class ElbertModel(nn.Module):
+    """Multi-exit encoder. ``__call__`` runs full depth and returns every exit's logits.
+
+    ``embed``, ``layer`` and ``exit`` expose the pieces one at a time (inference only) so that an
+    early-exit engine can advance rows layer by layer; they read the same parameter tree.
+    """
+
+    config: EncoderConfig
+
+    @nn.compact
+    def __call__(self, input_ids: Array, attention_mask: Array | None = None,
+                 token_type_ids: Array | None = None, deterministic: bool = True,
+                 output_hidden_states: bool = False) -> ModelOutput:
+        if attention_mask is None:
+            attention_mask = jnp.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        x = Embeddings(self.config, name="embeddings")(input_ids, token_type_ids, deterministic)
+        stack = LayerStack(self.config, deterministic, output_hidden_states, name="encoder")
+        _, per_layer = stack(x, attention_bias(attention_mask))
+        cls = per_layer[:, :, 0] if output_hidden_states else per_layer
+        logits = ExitHeads(self.config, name="exits")(cls, deterministic)
+        hidden = jnp.concatenate([x[None], per_layer]) if output_hidden_states else None
+        return ModelOutput(exit_logits=logits, hidden_states=hidden)
+
+    def embed(self, input_ids: Array, token_type_ids: Array | None = None) -> Array:
+        """Embeddings projected to H: the input of layer 1."""
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        return Embeddings(self.config, parent=None).apply(
+            {"params": self.variables["params"]["embeddings"]}, input_ids, token_type_ids, True)
+
+    def layer(self, hidden: Array, attention_mask: Array, layer_index: Array | int) -> Array:
+        """Applies layer ``layer_index`` (0-based, may be traced) to ``hidden`` [B, S, H]."""
+        weights = layer_params(self.config, self.variables["params"], layer_index)
+        return TransformerLayer(self.config, parent=None).apply(
+            {"params": weights}, hidden, attention_bias(attention_mask), True)
+
+    def exit(self, hidden_cls: Array, layer_index: Array | int) -> Array:
+        """Exit logits [B, K] of layer ``layer_index`` from its [CLS] states [B, H]."""
+        weights = head_params(self.config, self.variables["params"], layer_index)
+        return ExitHead(self.config, parent=None).apply({"params": weights}, hidden_cls, True)
+
+
+def layer_params(config: EncoderConfig, params: Params, layer_index: Array | int) -> Params:
+    """The weights layer ``layer_index`` uses: its group's slice of the stacked parameters."""
+    stacked = params["encoder"]["groups"]["layers"]["layer"]
+    group = layer_index // (config.num_hidden_layers // config.groups)
+    return jax.tree.map(lambda p: p[group], stacked)
+
+
+def head_params(config: EncoderConfig, params: Params, layer_index: Array | int) -> Params:
+    """The exit-head weights of layer ``layer_index`` (the one shared head by default)."""
+    head = params["exits"]["head"]
+    if not config.head_per_layer:
+        return head
+    return jax.tree.map(lambda p: p[layer_index], head)
+
+
+def init_params(config: EncoderConfig, seed: int | Array = 0, seq_len: int = 8) -> Params:
+    """Random initialisation as transformers does it: N(0, initializer_range), zero biases."""
+    rng = jax.random.PRNGKey(seed) if isinstance(seed, int) else seed
+    ids = jnp.zeros((1, min(seq_len, config.max_position_embeddings)), jnp.int32)
+    return ElbertModel(config).init(rng, ids)["params"]

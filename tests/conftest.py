@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny random transformers checkpoints saved locally, and ../shared when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(os.environ.get("ELBERT_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+ALBERT_TOKENIZER = SHARED / "models" / "albert-base-v2-tokenizer"
+MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
+
+
+def shared_path(path: Path) -> Path:
+    """``path`` under ../shared, or a pytest skip saying it is absent."""
+    if not path.exists():
+        pytest.skip(f"{path} is absent (../shared is not beside this checkout)")
+    return path
+
+
+def save_random_hf(folder: Path, kind: str, *, head: bool = True, seed: int = 0, **config) -> Path:
+    """A randomly initialised transformers model saved with ``save_pretrained``."""
+    torch = pytest.importorskip("torch")
+    import transformers
+
+    torch.manual_seed(seed)
+    if kind == "albert":
+        cfg = transformers.AlbertConfig(**config)
+        cls = transformers.AlbertForSequenceClassification if head else transformers.AlbertModel
+    else:
+        cfg = transformers.BertConfig(**config)
+        cls = transformers.BertForSequenceClassification if head else transformers.BertModel
+    model = cls(cfg)
+    with torch.no_grad():  # LayerNorm and biases start at 1/0: randomise so that a mix-up shows
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name or "layer_norm" in name or name.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    model.save_pretrained(folder)
+    return folder
+
+
+TINY_ALBERT = dict(vocab_size=99, embedding_size=16, hidden_size=32, num_hidden_layers=3,
+                   num_attention_heads=4, intermediate_size=37, max_position_embeddings=64)
+TINY_BERT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                 intermediate_size=37, max_position_embeddings=64)

@@ -1,0 +1,183 @@
+"""Parity with transformers' PyTorch models and the checkpoint conversion both ways."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from conftest import ALBERT_TOKENIZER, MINILM, TINY_ALBERT, TINY_BERT, save_random_hf, shared_path
+from elbert_jax import (EncoderConfig, config_from_hf, init_params, load_pretrained,
+                        params_from_state_dict, read_state_dict, save_pretrained,
+                        state_dict_from_params)
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+from elbert_jax.parity import compare_with_transformers, random_batch  # noqa: E402  (needs torch)
+
+TOL = 1e-5
+
+
+def assert_parity(folder, vocab_size, **load_kwargs):
+    diffs = compare_with_transformers(folder, random_batch(vocab_size, batch=4, seq_len=12),
+                                      **load_kwargs)
+    assert diffs["hidden_states"] <= TOL, diffs
+    assert diffs["logits"] <= TOL, diffs
+    return diffs
+
+
+@pytest.mark.parametrize("num_labels", [2, 5])
+@pytest.mark.parametrize("act", ["gelu_new", "gelu"])
+def test_albert_parity(tmp_path, num_labels, act):
+    folder = save_random_hf(tmp_path, "albert", num_labels=num_labels, hidden_act=act, **TINY_ALBERT)
+    assert_parity(folder, TINY_ALBERT["vocab_size"])
+
+
+def test_albert_hidden_groups_parity(tmp_path):
+    folder = save_random_hf(tmp_path, "albert", num_labels=3, num_hidden_groups=2,
+                            **{**TINY_ALBERT, "num_hidden_layers": 4})
+    model, params = load_pretrained(folder)
+    assert model.config.groups == 2
+    assert params["encoder"]["groups"]["layers"]["layer"]["query"]["kernel"].shape[0] == 2
+    assert_parity(folder, TINY_ALBERT["vocab_size"])
+
+
+def test_albert_inner_groups_refused(tmp_path):
+    folder = save_random_hf(tmp_path, "albert", inner_group_num=2, **TINY_ALBERT)
+    with pytest.raises(ValueError, match="inner_group_num=2"):
+        load_pretrained(folder)
+
+
+@pytest.mark.parametrize("num_labels", [2, 5])
+def test_bert_parity(tmp_path, num_labels):
+    folder = save_random_hf(tmp_path, "bert", num_labels=num_labels, **TINY_BERT)
+    assert_parity(folder, TINY_BERT["vocab_size"])
+
+
+def test_albert_base_v2_architecture_parity(tmp_path):
+    hf_config = json.loads((shared_path(ALBERT_TOKENIZER) / "config.json").read_text())
+    for key in ("_name_or_path", "architectures", "transformers_version", "torch_dtype"):
+        hf_config.pop(key, None)
+    hf_config.pop("model_type")
+    folder = save_random_hf(tmp_path, "albert", **hf_config)
+    diffs = assert_parity(folder, hf_config["vocab_size"])
+    print(f"albert-base-v2 (random weights): {diffs}")
+
+
+def test_minilm_real_weights_parity():
+    folder = shared_path(MINILM)
+    diffs = assert_parity(folder, 30522, num_labels=3)
+    assert diffs["head_copied"] == 1.0  # a bare BertModel: no classifier in the checkpoint
+    print(f"all-MiniLM-L6-v2: {diffs}")
+
+
+def test_bare_model_initialises_head_with_warning(tmp_path, caplog):
+    folder = save_random_hf(tmp_path, "albert", head=False, **TINY_ALBERT)
+    with caplog.at_level(logging.INFO, logger="elbert_jax"):
+        model, params = load_pretrained(folder, num_labels=4)
+    assert "exit head initialised" in caplog.text and "classifier.weight" in caplog.text
+    assert "pooler" not in caplog.text.split("initialised", 1)[1]  # the pooler was in the file
+    assert params["exits"]["head"]["classifier"]["kernel"].shape == (32, 4)
+    state = read_state_dict(folder)
+    np.testing.assert_array_equal(params["exits"]["head"]["pooler"]["kernel"],
+                                  state["pooler.weight"].T)
+
+
+def test_classifier_import_reported(tmp_path, caplog):
+    folder = save_random_hf(tmp_path, "bert", num_labels=3, **TINY_BERT)
+    with caplog.at_level(logging.INFO, logger="elbert_jax"):
+        load_pretrained(folder)
+    assert "imported from the checkpoint" in caplog.text
+
+
+def test_num_labels_mismatch_names_key(tmp_path):
+    folder = save_random_hf(tmp_path, "bert", num_labels=3, **TINY_BERT)
+    with pytest.raises(ValueError, match="classifier"):
+        load_pretrained(folder, num_labels=5)
+
+
+def test_missing_encoder_key_is_an_error(tmp_path):
+    folder = save_random_hf(tmp_path, "bert", num_labels=3, **TINY_BERT)
+    state = read_state_dict(folder)
+    del state["bert.encoder.layer.1.attention.self.key.weight"]
+    config = config_from_hf(transformers.AutoConfig.from_pretrained(folder))
+    with pytest.raises(KeyError, match="encoder.layer.1.attention.self.key.weight"):
+        params_from_state_dict(config, state, source="my.ckpt")
+
+
+def test_unsupported_model_type(tmp_path):
+    with pytest.raises(ValueError, match="roberta"):
+        config_from_hf({"model_type": "roberta"})
+
+
+def test_per_layer_heads_start_from_pretrained_head(tmp_path):
+    folder = save_random_hf(tmp_path, "albert", num_labels=3, **TINY_ALBERT)
+    model, params = load_pretrained(folder, head_per_layer=True)
+    kernel = params["exits"]["head"]["classifier"]["kernel"]
+    assert kernel.shape == (3, 32, 3)
+    np.testing.assert_array_equal(kernel[0], kernel[2])
+    assert_parity(folder, TINY_ALBERT["vocab_size"], head_per_layer=True)
+
+
+def test_pytorch_bin_and_legacy_names(tmp_path):
+    folder = save_random_hf(tmp_path / "st", "albert", num_labels=3, **TINY_ALBERT)
+    state = read_state_dict(folder)
+    legacy = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): torch.from_numpy(v)
+              for k, v in state.items()}
+    binary = tmp_path / "bin"
+    binary.mkdir()
+    (binary / "config.json").write_text((folder / "config.json").read_text())
+    torch.save(legacy, binary / "pytorch_model.bin")
+    _, from_st = load_pretrained(folder)
+    _, from_bin = load_pretrained(binary)
+    for a, b in zip(jax_leaves(from_st), jax_leaves(from_bin), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sharded_safetensors(tmp_path):
+    model = transformers.BertForSequenceClassification(transformers.BertConfig(num_labels=2, **TINY_BERT))
+    model.save_pretrained(tmp_path, max_shard_size="20KB")
+    assert (tmp_path / "model.safetensors.index.json").exists()
+    assert_parity(tmp_path, TINY_BERT["vocab_size"])
+
+
+def test_hub_name_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match="not a local folder"):
+        load_pretrained("no-such-user/no-such-model")
+
+
+def jax_leaves(tree):
+    import jax
+
+    return jax.tree.leaves(tree)
+
+
+@pytest.mark.parametrize("model_type,extra", [("albert", {}), ("albert", {"num_hidden_groups": 3}),
+                                              ("bert", {}), ("bert", {"head_per_layer": True})])
+def test_export_round_trip(tmp_path, model_type, extra):
+    """Our params -> transformers folder -> transformers logits == our last exit."""
+    config = EncoderConfig(model_type=model_type, vocab_size=99, hidden_size=32,
+                           embedding_size=16 if model_type == "albert" else None,
+                           num_hidden_layers=3, num_attention_heads=4, intermediate_size=37,
+                           max_position_embeddings=64, num_labels=3, **extra)
+    params = init_params(config, seed=1)
+    folder = save_pretrained(tmp_path, config, params, label_names=["negative", "neutral", "positive"])
+    reloaded = transformers.AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    assert reloaded.config.id2label[2] == "positive"
+    batch = random_batch(99)
+    from elbert_jax import ElbertModel
+
+    ours = ElbertModel(config).apply({"params": params}, batch["input_ids"],
+                                     batch["attention_mask"], batch["token_type_ids"])
+    with torch.no_grad():
+        theirs = reloaded(**{k: torch.as_tensor(v) for k, v in batch.items()}).logits.numpy()
+    assert np.abs(theirs - np.asarray(ours.exit_logits[-1])).max() <= TOL
+    # and back: the state dict survives a load -> export cycle bit for bit
+    _, again = load_pretrained(folder, **{k: v for k, v in extra.items() if k == "head_per_layer"})
+    if not config.head_per_layer:
+        for a, b in zip(jax_leaves(params), jax_leaves(again), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert set(state_dict_from_params(config, params)) == set(read_state_dict(folder))

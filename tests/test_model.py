@@ -1,0 +1,163 @@
+"""The Flax encoder: shapes, dtypes, sharing, the one-layer API the engines use, config checks."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from elbert_jax import ElbertModel, EncoderConfig, head_params, init_params, layer_params
+
+L, B, S, H, K = 4, 3, 7, 16, 3
+
+
+def tiny(**changes) -> EncoderConfig:
+    base = dict(model_type="albert", vocab_size=50, embedding_size=8, hidden_size=H,
+                num_hidden_layers=L, num_attention_heads=2, intermediate_size=20, num_labels=K,
+                max_position_embeddings=32)
+    base.update(changes)
+    if base["model_type"] == "bert":
+        base["embedding_size"] = None
+    return EncoderConfig(**base)
+
+
+def batch():
+    ids = jnp.array(np.random.default_rng(0).integers(5, 50, (B, S)), jnp.int32)
+    mask = jnp.array([[1] * S, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5], jnp.int32)
+    return ids * mask, mask
+
+
+CONFIGS = {
+    "albert-shared": tiny(),
+    "albert-2-groups": tiny(num_hidden_groups=2),
+    "bert": tiny(model_type="bert"),
+    "bert-per-layer-heads": tiny(model_type="bert", head_per_layer=True),
+}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_output_shapes_and_dtypes(name):
+    config = CONFIGS[name]
+    params = init_params(config)
+    ids, mask = batch()
+    out = ElbertModel(config).apply({"params": params}, ids, mask, output_hidden_states=True)
+    chex.assert_shape(out.exit_logits, (L, B, K))
+    chex.assert_shape(out.hidden_states, (L + 1, B, S, H))
+    chex.assert_type(out.exit_logits, jnp.float32)
+    chex.assert_tree_all_finite(out)
+    plain = ElbertModel(config).apply({"params": params}, ids, mask)
+    assert plain.hidden_states is None
+    np.testing.assert_allclose(plain.exit_logits, out.exit_logits, atol=1e-6)
+
+
+def test_albert_shares_one_layer_bert_does_not():
+    albert = init_params(CONFIGS["albert-shared"])["encoder"]["groups"]["layers"]["layer"]
+    bert = init_params(CONFIGS["bert"])["encoder"]["groups"]["layers"]["layer"]
+    assert albert["query"]["kernel"].shape == (1, H, H)
+    assert bert["query"]["kernel"].shape == (L, H, H)
+    assert not np.allclose(bert["query"]["kernel"][0], bert["query"]["kernel"][1])
+    count = lambda tree: sum(x.size for x in jax.tree.leaves(tree))  # noqa: E731
+    assert count(bert) == L * count(albert)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_layer_by_layer_equals_full_depth(name):
+    """embed -> layer(i) -> exit(i) reproduces every hidden state and exit of the scanned forward."""
+    config = CONFIGS[name]
+    model, params = ElbertModel(config), init_params(config)
+    ids, mask = batch()
+    full = model.apply({"params": params}, ids, mask, output_hidden_states=True)
+    step = jax.jit(lambda h, i: model.apply({"params": params}, h, mask, i, method=model.layer))
+    exit_ = jax.jit(lambda h, i: model.apply({"params": params}, h[:, 0], i, method=model.exit))
+    h = model.apply({"params": params}, ids, method=model.embed)
+    np.testing.assert_allclose(h, full.hidden_states[0], atol=1e-6)
+    for i in range(L):
+        h = step(h, jnp.int32(i))  # traced index, as inside lax.while_loop
+        np.testing.assert_allclose(h, full.hidden_states[i + 1], atol=1e-5)
+        np.testing.assert_allclose(exit_(h, jnp.int32(i)), full.exit_logits[i], atol=1e-5)
+
+
+def test_group_and_head_slicing():
+    config = tiny(num_hidden_groups=2, head_per_layer=True)
+    params = init_params(config)
+    stacked = params["encoder"]["groups"]["layers"]["layer"]["ffn"]["kernel"]
+    for i, group in enumerate([0, 0, 1, 1]):
+        np.testing.assert_array_equal(layer_params(config, params, i)["ffn"]["kernel"], stacked[group])
+    heads = params["exits"]["head"]["classifier"]["kernel"]
+    np.testing.assert_array_equal(head_params(config, params, 3)["classifier"]["kernel"], heads[3])
+
+
+def test_padding_does_not_leak():
+    """Changing padded tokens must not change any exit of the padded row."""
+    config = CONFIGS["bert"]
+    model, params = ElbertModel(config), init_params(config)
+    ids, mask = batch()
+    other = jnp.where(mask == 1, ids, 7)
+    a = model.apply({"params": params}, ids, mask).exit_logits
+    b = model.apply({"params": params}, other, mask).exit_logits
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_dropout_is_active_only_when_not_deterministic():
+    config = tiny(hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2)
+    model, params = ElbertModel(config), init_params(config)
+    ids, mask = batch()
+    run = lambda seed: model.apply({"params": params}, ids, mask, deterministic=False,  # noqa: E731
+                                   rngs={"dropout": jax.random.PRNGKey(seed)}).exit_logits
+    assert not np.allclose(run(0), run(1))
+    np.testing.assert_array_equal(run(0), run(0))
+    eval_a = model.apply({"params": params}, ids, mask).exit_logits
+    np.testing.assert_array_equal(eval_a, model.apply({"params": params}, ids, mask).exit_logits)
+
+
+def test_bf16_compute_keeps_fp32_params():
+    config = tiny(dtype="bfloat16")
+    params = init_params(config)
+    assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+    ids, mask = batch()
+    out = ElbertModel(config).apply({"params": params}, ids, mask, output_hidden_states=True)
+    chex.assert_type(out.hidden_states, jnp.bfloat16)
+    chex.assert_type(out.exit_logits, jnp.float32)
+    ref = ElbertModel(tiny()).apply({"params": params}, ids, mask).exit_logits
+    np.testing.assert_allclose(out.exit_logits, ref, atol=0.1)
+
+
+def test_gradients_reach_every_parameter():
+    config = CONFIGS["bert-per-layer-heads"]
+    model, params = ElbertModel(config), init_params(config)
+    ids, mask = batch()
+    grads = jax.grad(lambda p: model.apply({"params": p}, ids, mask).exit_logits.sum())(params)
+    for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
+        if "position_embeddings" in jax.tree_util.keystr(path) or "word_embeddings" in jax.tree_util.keystr(path):
+            continue  # only the rows that were looked up get gradients
+        assert np.abs(g).sum() > 0, jax.tree_util.keystr(path)
+
+
+@pytest.mark.parametrize("changes,message", [
+    (dict(model_type="gpt"), "model_type"),
+    (dict(hidden_size=15), "num_attention_heads"),
+    (dict(num_hidden_groups=3), "must divide"),
+    (dict(hidden_act="mish"), "hidden_act"),
+    (dict(dtype="float64"), "dtype"),
+    (dict(num_labels=0), "num_labels"),
+    (dict(hidden_dropout_prob=1.5), "hidden_dropout_prob"),
+])
+def test_config_validation(changes, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(**changes)
+
+
+def test_sequence_longer_than_positions_is_refused():
+    config = tiny(max_position_embeddings=8)
+    ids = jnp.ones((1, 9), jnp.int32)
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        ElbertModel(config).init(jax.random.PRNGKey(0), ids)
+
+
+def test_init_statistics_follow_transformers():
+    params = init_params(tiny(hidden_size=64, num_attention_heads=4, intermediate_size=256))
+    kernel = np.asarray(params["encoder"]["groups"]["layers"]["layer"]["ffn"]["kernel"])
+    assert abs(kernel.std() - 0.02) < 0.002
+    assert np.all(np.asarray(params["encoder"]["groups"]["layers"]["layer"]["ffn"]["bias"]) == 0)
