@@ -1,10 +1,43 @@
-"""Trains an ELBERT model: python train.py --config configs/fsa.py --workdir runs/fsa.
+"""Trains, reports on, or exports an ELBERT model.
 
-Not yet: the training pipeline (data, multi-exit losses, Orbax checkpoints) lands with the
-training issue. The model, checkpoint conversion and tokenizer are ready in ``elbert_jax``.
+  python train.py --config configs/demo.py --workdir runs/demo               # train (resumes)
+  python train.py --config configs/demo.py --workdir runs/demo --mode report # sweeps + plots
+  python train.py --config configs/demo.py --workdir runs/demo --mode export --export_dir out/
+Override any config key: --config.train.epochs=5 --config.model.dtype=bfloat16
 """
 
-import sys
+import json
+import logging
+
+from absl import app, flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+flags.DEFINE_string("workdir", None, "Run folder: checkpoints, metrics, reports.", required=True)
+flags.DEFINE_enum("mode", "train", ["train", "report", "export"], "What to do.")
+flags.DEFINE_string("export_dir", None, "Where --mode export writes the transformers folder.")
+flags.DEFINE_string("split", "test", "Split that --mode report evaluates.")
+config_flags.DEFINE_config_file("config", None, "Config file (a get_config()).", lock_config=True)
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax is chatty at INFO
+    logging.getLogger("elbert_jax").setLevel(logging.INFO)
+    from elbert_jax import report, training
+
+    if FLAGS.mode == "train":
+        result = training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    elif FLAGS.mode == "report":
+        result = report.write_report(FLAGS.config, FLAGS.workdir, FLAGS.split)
+    else:
+        if not FLAGS.export_dir:
+            raise app.UsageError("--mode export needs --export_dir")
+        result = {"exported": str(report.export(FLAGS.workdir, FLAGS.export_dir))}
+    print(json.dumps(result, indent=1, default=str)[:4000])
+
 
 if __name__ == "__main__":
-    sys.exit("train.py: not yet implemented (training issue); see README.md for what works now")
+    flags.mark_flags_as_required(["config"])
+    app.run(main)

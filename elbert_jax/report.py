@@ -1,0 +1,102 @@
+"""Accuracy-vs-computation reports: one full-depth pass, every exit policy swept post hoc (spec 4)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from elbert_jax import data as data_lib
+from elbert_jax import exits, training
+from elbert_jax.convert import save_pretrained
+from elbert_jax.tokenizer import load_tokenizer
+
+SWEPT = ("cwb", "entropy", "raw_entropy", "patience", "max_prob", "static")
+
+
+def sweep_all(probs: np.ndarray, labels: np.ndarray, cwb: exits.ExitPolicy) -> list[dict]:
+    """Rows {policy, threshold, accuracy, cost} for every policy; CWB keeps ``cwb``'s window etc."""
+    rows = []
+    for name in SWEPT:
+        policy = cwb if name == "cwb" else exits.ExitPolicy(name=name)
+        rows += exits.sweep(policy, jnp.asarray(probs), labels)
+    return rows
+
+
+def plot(rows: list[dict], probs: np.ndarray, labels: np.ndarray, layers: np.ndarray,
+         folder: Path, title: str) -> list[Path]:
+    """accuracy_vs_cost.png (all policies), per_exit_accuracy.png, exit_histogram.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    num_layers = probs.shape[0]
+    paths = [folder / n for n in ("accuracy_vs_cost.png", "per_exit_accuracy.png",
+                                  "exit_histogram.png")]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for name in SWEPT:
+        pts = sorted((r["cost"], r["accuracy"]) for r in rows if r["policy"] == name)
+        ax.plot(*zip(*pts), marker="o", markersize=3, label=name)
+    ax.set(xlabel="computation cost (mean exit layer / L)", ylabel="accuracy", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(paths[0], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    per_exit = (probs.argmax(-1) == labels[None]).mean(1)
+    ax.bar(np.arange(1, num_layers + 1), per_exit)
+    ax.set(xlabel="exit layer", ylabel="accuracy", title="accuracy of each exit",
+           ylim=(max(0.0, per_exit.min() - 0.1), 1.0))
+    fig.tight_layout()
+    fig.savefig(paths[1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.hist(layers, bins=np.arange(0.5, num_layers + 1.5), rwidth=0.85)
+    ax.set(xlabel="exit layer", ylabel="texts", title="exit layers of the configured policy")
+    fig.tight_layout()
+    fig.savefig(paths[2], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def write_report(config: ml_collections.ConfigDict, workdir: str | Path,
+                 split: str = "test") -> dict[str, Any]:
+    """``report.json`` and PNGs in ``workdir/report_<split>`` from the best checkpoint."""
+    training.validate_config(config)
+    workdir = Path(workdir)
+    model, params, meta = training.restore_best_params(workdir)
+    splits = training.load_splits(config)
+    tokenizer = load_tokenizer(workdir / "tokenizer")
+    encoded = data_lib.encode(tokenizer, getattr(splits, split), meta["max_length"])
+    probs = training.exit_probabilities(training.make_prob_fn(model), params, encoded,
+                                        config.train.eval_batch_size, meta["buckets"])
+    policy = training.exit_policy(config)
+    rows = sweep_all(probs, encoded.labels, policy)
+    chosen = exits.oracle(policy, jnp.asarray(probs))
+    metrics = training.exit_metrics(probs, encoded.labels, policy)
+    folder = workdir / f"report_{split}"
+    folder.mkdir(exist_ok=True)
+    images = plot(rows, probs, encoded.labels, np.asarray(chosen.layer), folder,
+                  f"{split}: {len(encoded)} texts, L = {probs.shape[0]}")
+    report = {"split": split, "texts": len(encoded), "num_layers": int(probs.shape[0]),
+              "configured_policy": config.exit.to_dict(), "metrics": metrics,
+              "exit_histogram": np.bincount(np.asarray(chosen.layer),
+                                            minlength=probs.shape[0] + 1)[1:].tolist(),
+              "sweep": rows, "images": [str(p) for p in images]}
+    (folder / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    return {k: v for k, v in report.items() if k != "sweep"} | {"report": str(folder / "report.json")}
+
+
+def export(workdir: str | Path, export_dir: str | Path) -> Path:
+    """The best checkpoint as a transformers folder (config, safetensors, tokenizer, label names)."""
+    model, params, meta = training.restore_best_params(workdir)
+    tokenizer = load_tokenizer(Path(workdir) / "tokenizer")
+    return save_pretrained(export_dir, model.config, params, tokenizer, meta["label_names"])

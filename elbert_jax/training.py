@@ -1,0 +1,486 @@
+"""The trainer: config -> data -> multi-exit training with Optax -> Orbax checkpoints in a workdir.
+
+A workdir holds everything needed to resume, evaluate and serve: ``config.json`` (the run's
+config), ``model.json`` (architecture, label names, exit defaults), ``tokenizer/``,
+``checkpoints/`` (latest train states) and ``best/`` (params chosen on validation), and
+``metrics.jsonl``. Rerunning the same command resumes from the latest checkpoint; the data order
+and dropout keys are pure functions of (seed, step), so a resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from tqdm.auto import tqdm
+
+from elbert_jax import data as data_lib
+from elbert_jax import demo, exits
+from elbert_jax.convert import load_pretrained
+from elbert_jax.losses import WEIGHTINGS, init_weight_logits, multi_exit_loss
+from elbert_jax.model import ElbertModel, EncoderConfig, Params, init_params
+from elbert_jax.tokenizer import Tokenizer, load_tokenizer
+
+log = logging.getLogger("elbert_jax")
+
+SOURCES = ("phrasebank", "files", "hub", "demo")
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every key a config may set, with defaults (spec section 2). Configs start from this."""
+    c = ml_collections.ConfigDict()
+    c.seed = 42
+    c.model = ml_collections.ConfigDict(dict(
+        name_or_path="albert-base-v2",  # "" = from scratch with `scratch`
+        tokenizer="",                   # "" = the model's own (or trained on the data from scratch)
+        dtype="float32", head_per_layer=False,
+        hidden_dropout_prob=-1.0, attention_probs_dropout_prob=-1.0,  # < 0: the checkpoint's
+        classifier_dropout_prob=0.1,
+        scratch=ml_collections.ConfigDict(dict(
+            model_type="albert", embedding_size=32, hidden_size=64, num_hidden_layers=4,
+            num_attention_heads=4, intermediate_size=128, hidden_act="gelu_new",
+            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+            max_position_embeddings=128, tokenizer_vocab_size=600)),
+    ))
+    c.data = ml_collections.ConfigDict(dict(
+        source="phrasebank", path="", subset="50Agree", deduplicate=True,
+        split="finbert", test_fraction=0.2, validation_fraction=0.1,
+        train_file="", validation_file="", test_file="",
+        hub_name="", hub_config="", train_split="train", validation_split="validation",
+        test_split="test", text_column="text", label_column="label", pair_column="",
+        label_names=ml_collections.FieldReference(None, field_type=list),
+        demo_size=1500, max_length=64, buckets=(16, 32, 64),
+    ))
+    c.train = ml_collections.ConfigDict(dict(
+        epochs=3, batch_size=32, eval_batch_size=128, grad_accum=1,
+        lr=3e-5, weight_decay=0.01, warmup_fraction=0.1, clip_norm=1.0,
+        weighting="dyn", t_lr=1e-2, t_grad_quirk=False,
+        distill_weight=0.0, distill_temperature=1.0,
+        log_every=20, checkpoint_every=0, keep_checkpoints=2, select_metric="accuracy",
+        progress=True, max_steps=0,
+    ))
+    c.exit = ml_collections.ConfigDict(dict(
+        policy="cwb", threshold=0.5, window=4, margin=0.0, variant="bias_1", spread=0.1,
+        patience=2, layer=1))
+    return c
+
+
+def load_config_file(path: str | Path, **overrides: Any) -> ml_collections.ConfigDict:
+    """``get_config()`` of a config file, with dotted overrides: ``{"train.epochs": 1}``."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_elbert_config_{Path(path).stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    config.lock()
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    return config
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Every error found at once, each naming its key, before any compute."""
+    errors = []
+    schema = base_config()
+
+    def walk(got: Any, want: Any, prefix: str) -> None:
+        for key in got.keys():
+            name = f"{prefix}{key}"
+            if key not in want:
+                errors.append(f"unknown key {name}")
+            elif isinstance(want[key], ml_collections.ConfigDict):
+                if isinstance(got[key], ml_collections.ConfigDict):
+                    walk(got[key], want[key], name + ".")
+                else:
+                    errors.append(f"{name} must be a section")
+    walk(config, schema, "")
+    if errors:
+        raise ValueError("invalid config: " + "; ".join(errors))
+    d, t, e = config.data, config.train, config.exit
+    checks = [
+        (d.source in SOURCES, f"data.source={d.source!r} is not one of {SOURCES}"),
+        (d.split in ("finbert", "stratified"), f"data.split={d.split!r} is not finbert/stratified"),
+        (0 < d.test_fraction < 1 and 0 < d.validation_fraction < 1, "data fractions must be in (0, 1)"),
+        (d.max_length >= 8, f"data.max_length={d.max_length} must be >= 8"),
+        (all(0 < b for b in d.buckets), f"data.buckets={d.buckets} must be positive"),
+        (d.source != "phrasebank" or d.subset in data_lib.PHRASEBANK_SUBSETS,
+         f"data.subset={d.subset!r} is not one of {data_lib.PHRASEBANK_SUBSETS}"),
+        (d.source != "files" or bool(d.train_file), "data.source='files' needs data.train_file"),
+        (d.source != "hub" or bool(d.hub_name), "data.source='hub' needs data.hub_name"),
+        (t.epochs >= 1, f"train.epochs={t.epochs} must be >= 1"),
+        (t.batch_size >= 1 and t.eval_batch_size >= 1, "train batch sizes must be >= 1"),
+        (t.grad_accum >= 1, f"train.grad_accum={t.grad_accum} must be >= 1"),
+        (t.lr > 0 and t.t_lr > 0, "train.lr and train.t_lr must be > 0"),
+        (0 <= t.warmup_fraction < 1, f"train.warmup_fraction={t.warmup_fraction} must be in [0, 1)"),
+        (t.clip_norm > 0, f"train.clip_norm={t.clip_norm} must be > 0"),
+        (t.weighting in WEIGHTINGS, f"train.weighting={t.weighting!r} is not one of {WEIGHTINGS}"),
+        (t.select_metric in ("accuracy", "macro_f1", "policy_accuracy"),
+         f"train.select_metric={t.select_metric!r} is not accuracy/macro_f1/policy_accuracy"),
+        (t.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
+        (config.model.dtype in ("float32", "bfloat16", "float16"),
+         f"model.dtype={config.model.dtype!r} is not float32/bfloat16/float16"),
+    ]
+    errors = [message for ok, message in checks if not ok]
+    try:
+        exit_policy(config)
+    except ValueError as err:
+        errors.append(f"exit: {err}")
+    if errors:
+        raise ValueError("invalid config: " + "; ".join(errors))
+
+
+def exit_policy(config: ml_collections.ConfigDict) -> exits.ExitPolicy:
+    e = config.exit
+    return exits.ExitPolicy(name=e.policy, threshold=e.threshold, window=e.window, margin=e.margin,
+                            variant=e.variant, spread=e.spread, patience=e.patience, layer=e.layer)
+
+
+# ---------------------------------------------------------------- data and model
+
+def load_splits(config: ml_collections.ConfigDict) -> data_lib.Splits:
+    """The configured data, deduplicated and split reproducibly from ``config.seed``."""
+    d = config.data
+    names = list(d.label_names) if d.label_names else None
+    given: dict[str, data_lib.TextSet] = {}
+    if d.source in ("phrasebank", "demo"):
+        if d.source == "demo":
+            full = demo.make_sentences(d.demo_size, seed=0)
+        else:
+            full = data_lib.read_phrasebank(d.path or data_lib.download_phrasebank(), d.subset)
+        names = list(data_lib.PHRASEBANK_LABELS)
+    elif d.source == "files":
+        pair = d.pair_column or None
+        full, names = data_lib.read_table(d.train_file, d.text_column, d.label_column, pair, names)
+        for split, path in (("validation", d.validation_file), ("test", d.test_file)):
+            if path:
+                given[split] = data_lib.read_table(path, d.text_column, d.label_column, pair, names)[0]
+    else:
+        pair = d.pair_column or None
+        load = lambda split: data_lib.load_hub_dataset(  # noqa: E731
+            d.hub_name, split, d.hub_config or None, d.text_column, d.label_column, pair)
+        full, names = load(d.train_split)
+        for split in ("validation", "test"):
+            name = d[f"{split}_split"]
+            if name:
+                given[split] = load(name)[0]
+    stats: dict[str, Any] = {}
+    if d.deduplicate:
+        full, stats["dedup"] = data_lib.deduplicate(full)
+    if "validation" in given and "test" in given:
+        train, validation, test = full, given["validation"], given["test"]
+    else:
+        tr, va, te = data_lib.split_indices(full.labels, config.seed, d.test_fraction,
+                                            d.validation_fraction, d.split == "stratified")
+        train, validation, test = full.subset(tr), full.subset(va), full.subset(te)
+        if "test" in given:  # a given test set: the held-out part of train becomes validation
+            train, validation, test = full.subset(np.concatenate([tr, te])), full.subset(va), given["test"]
+    stats.update(train=len(train), validation=len(validation), test=len(test))
+    for name, part in (("train", train), ("validation", validation), ("test", test)):
+        if len(part) and part.labels.max() >= len(names):
+            raise data_lib.DataError(f"{name} split has label ids beyond {names}")
+    return data_lib.Splits(train, validation, test, names, stats)
+
+
+def build_model(config: ml_collections.ConfigDict, splits: data_lib.Splits, workdir: Path
+                ) -> tuple[ElbertModel, Params, Tokenizer]:
+    """Model, initial params and tokenizer; the tokenizer is saved in ``workdir/tokenizer``."""
+    m = config.model
+    num_labels = len(splits.label_names)
+    tok_dir = workdir / "tokenizer"
+    dropout = {k: m[k] for k in ("hidden_dropout_prob", "attention_probs_dropout_prob") if m[k] >= 0}
+    if m.name_or_path:
+        tokenizer = load_tokenizer(m.tokenizer or m.name_or_path)
+        model, params = load_pretrained(m.name_or_path, num_labels, seed=config.seed, dtype=m.dtype,
+                                        head_per_layer=m.head_per_layer,
+                                        classifier_dropout_prob=m.classifier_dropout_prob, **dropout)
+    else:
+        if m.tokenizer:
+            tokenizer = load_tokenizer(m.tokenizer)
+        elif (tok_dir / "tokenizer.json").exists():
+            tokenizer = load_tokenizer(tok_dir)
+        else:
+            tokenizer = load_tokenizer(demo.train_tokenizer(splits.train.texts, tok_dir,
+                                                            m.scratch.tokenizer_vocab_size))
+        fields = {k: v for k, v in m.scratch.items() if k != "tokenizer_vocab_size"}
+        fields.update(dropout)
+        if fields.get("model_type") == "bert":
+            fields["embedding_size"] = None
+        encoder = EncoderConfig(vocab_size=tokenizer.vocab_size, num_labels=num_labels,
+                                dtype=m.dtype, head_per_layer=m.head_per_layer,
+                                classifier_dropout_prob=m.classifier_dropout_prob,
+                                pad_token_id=tokenizer.pad_token_id, **fields)
+        model, params = ElbertModel(encoder), init_params(encoder, config.seed)
+    tokenizer.save_pretrained(tok_dir)
+    return model, params, tokenizer
+
+
+# ---------------------------------------------------------------- optimisation
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array              # batches seen (micro-steps when accumulating)
+    params: dict[str, Any]       # {"model": encoder params, "t": ELBERT's exit-weight logits}
+    opt_state: Any
+
+
+def _running_sum() -> optax.GradientTransformation:
+    """The authors' quirk: t's gradient is never zeroed, so Adam sees the running sum."""
+    def init(params):
+        return jax.tree.map(jnp.zeros_like, params)
+
+    def update(updates, state, params=None):
+        total = jax.tree.map(jnp.add, state, updates)
+        return total, total
+    return optax.GradientTransformation(init, update)
+
+
+def make_optimizer(t: ml_collections.ConfigDict, total_updates: int) -> optax.GradientTransformation:
+    """AdamW + warmup + linear decay + clipping on the encoder; constant-lr Adam on ``t``."""
+    warmup = int(t.warmup_fraction * total_updates)
+    schedule = optax.join_schedules(
+        [optax.linear_schedule(0.0, t.lr, max(warmup, 1)),
+         optax.linear_schedule(t.lr, 0.0, max(total_updates - warmup, 1))], [warmup])
+    decay = lambda params: jax.tree_util.tree_map_with_path(  # noqa: E731
+        lambda path, _: path[-1].key not in ("bias", "scale"), params)
+    encoder = optax.chain(optax.clip_by_global_norm(t.clip_norm),
+                          optax.adamw(schedule, weight_decay=t.weight_decay, mask=decay))
+    weights = optax.adam(t.t_lr)
+    if t.t_grad_quirk:
+        weights = optax.chain(_running_sum(), weights)
+    labels = lambda params: {"model": jax.tree.map(lambda _: "model", params["model"]),  # noqa: E731
+                             "t": "t"}
+    tx = optax.multi_transform({"model": encoder, "t": weights}, labels)
+    return optax.MultiSteps(tx, every_k_schedule=t.grad_accum) if t.grad_accum > 1 else tx
+
+
+def make_train_step(model: ElbertModel, tx: optax.GradientTransformation,
+                    config: ml_collections.ConfigDict):
+    t = config.train
+    base_key = jax.random.PRNGKey(config.seed)
+
+    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        key = jax.random.fold_in(base_key, state.step)
+
+        def loss_fn(params):
+            out = model.apply({"params": params["model"]}, batch["input_ids"],
+                              batch["attention_mask"], batch["token_type_ids"],
+                              deterministic=False, rngs={"dropout": key})
+            return multi_exit_loss(out.exit_logits, batch["labels"], batch["weight"], t.weighting,
+                                   params["t"], t.distill_weight, t.distill_temperature)
+
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(state.step + 1, params, opt_state), {"loss": loss, **aux}
+
+    return jax.jit(train_step, donate_argnums=0)
+
+
+# ---------------------------------------------------------------- evaluation
+
+def make_prob_fn(model: ElbertModel):
+    @jax.jit
+    def probs(params, batch):
+        out = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
+                          batch["token_type_ids"])
+        return jax.nn.softmax(out.exit_logits, -1)
+    return probs
+
+
+def exit_probabilities(prob_fn, params: Params, encoded: data_lib.Encoded, batch_size: int,
+                       buckets) -> np.ndarray:
+    """[L, N, K] probabilities of every exit for every row, in input order (one full-depth pass)."""
+    chunks, rows = [], []
+    for batch in data_lib.eval_batches(encoded, batch_size, buckets):
+        keep = batch["weight"] > 0
+        chunks.append(np.asarray(prob_fn(params, batch))[:, keep])
+        rows.append(batch["index"][keep])
+    probs = np.concatenate(chunks, 1)
+    out = np.empty_like(probs)
+    out[:, np.concatenate(rows)] = probs
+    return out
+
+
+def exit_metrics(probs: np.ndarray, labels: np.ndarray, policy: exits.ExitPolicy) -> dict[str, Any]:
+    """Per-exit accuracy and macro-F1, final exit, and the configured policy's accuracy and cost."""
+    from sklearn.metrics import f1_score
+
+    preds = probs.argmax(-1)
+    classes = list(range(probs.shape[-1]))
+    per_acc = (preds == labels[None]).mean(1)
+    per_f1 = [f1_score(labels, p, average="macro", labels=classes, zero_division=0) for p in preds]
+    result = exits.oracle(policy, jnp.asarray(probs))
+    num_layers = probs.shape[0]
+    return {"accuracy": float(per_acc[-1]), "macro_f1": float(per_f1[-1]),
+            "per_exit_accuracy": [round(float(a), 5) for a in per_acc],
+            "per_exit_macro_f1": [round(float(f), 5) for f in per_f1],
+            "policy_accuracy": float((np.asarray(result.prediction) == labels).mean()),
+            "policy_cost": float(np.asarray(result.layer).mean() / num_layers),
+            "mean_exit_layer": float(np.asarray(result.layer).mean())}
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def _manager(path: Path, keep: int) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(path.absolute(), options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True))
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def restore_best_params(workdir: str | Path) -> tuple[ElbertModel, Params, dict]:
+    """Model, best params and ``model.json`` (labels, exit defaults) of a trained workdir."""
+    workdir = Path(workdir)
+    meta = json.loads((workdir / "model.json").read_text())
+    config = EncoderConfig(**meta["encoder"])
+    abstract = jax.eval_shape(lambda: init_params(config))
+    with _manager(workdir / "best", 1) as manager:
+        step = manager.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"{workdir / 'best'}: no checkpoint (has training run an epoch?)")
+        restored = manager.restore(step, args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(abstract)))
+    return ElbertModel(config), restored["params"], meta
+
+
+# ---------------------------------------------------------------- the loop
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
+                       stop_at_step: int | None = None) -> dict[str, Any]:
+    """Trains (or resumes) in ``workdir``; returns the best validation metrics and test metrics.
+
+    ``stop_at_step`` ends the run early without a checkpoint, as a crash would (for tests).
+    """
+    validate_config(config)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "config.json"
+    if config_path.exists() and json.loads(config_path.read_text()) != json.loads(config.to_json()):
+        log.warning("%s differs from this run's config; the workdir's checkpoints are resumed "
+                    "anyway (use a new --workdir for a new run)", config_path)
+    config_path.write_text(config.to_json(indent=2) + "\n")
+    splits = load_splits(config)
+    log.info("data: %s", json.dumps(splits.stats))
+    model, params, tokenizer = build_model(config, splits, workdir)
+    policy = exit_policy(config)
+    d, t = config.data, config.train
+    buckets = sorted({b for b in d.buckets if b < d.max_length} | {d.max_length})
+    encoded = {name: data_lib.encode(tokenizer, getattr(splits, name), d.max_length)
+               for name in ("train", "validation", "test")}
+    _write_json(workdir / "model.json", {
+        "encoder": dataclasses.asdict(model.config), "label_names": splits.label_names,
+        "max_length": d.max_length, "buckets": buckets, "exit": config.exit.to_dict(),
+        "data_stats": splits.stats})
+
+    spe = data_lib.steps_per_epoch(len(encoded["train"]), t.batch_size)
+    total = spe * t.epochs if not t.max_steps else min(t.max_steps, spe * t.epochs)
+    tx = make_optimizer(t, max(total // t.grad_accum, 1))
+    full = {"model": params, "t": init_weight_logits(model.config.num_hidden_layers)}
+    state = TrainState(jnp.zeros((), jnp.int32), full, tx.init(full))
+    latest, best = _manager(workdir / "checkpoints", t.keep_checkpoints), _manager(workdir / "best", 1)
+    best_metric = -np.inf
+    if latest.latest_step() is not None:
+        step = latest.latest_step()
+        restored = latest.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(jax.eval_shape(lambda: state)),
+            meta=ocp.args.JsonRestore()))
+        state, best_metric = restored["state"], restored["meta"]["best_metric"]
+        log.info("resumed from %s at step %d", workdir / "checkpoints", step)
+    metrics_path = workdir / "metrics.jsonl"
+    _truncate_metrics(metrics_path, int(state.step))
+    train_step = make_train_step(model, tx, config)
+    prob_fn = make_prob_fn(model)
+
+    def save_latest() -> None:
+        latest.save(int(state.step), args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave({"best_metric": best_metric})))
+
+    step = int(state.step)
+    bar = tqdm(total=total, initial=step, disable=not t.progress, unit="batch", dynamic_ncols=True)
+    with open(metrics_path, "a") as metrics_file:
+        def write(record: dict) -> None:
+            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.flush()
+
+        tick, seen = time.perf_counter(), 0
+        while step < total:
+            epoch, start = divmod(step, spe)
+            for batch in data_lib.train_batches(encoded["train"], t.batch_size, config.seed, epoch,
+                                                buckets, start):
+                batch.pop("index")
+                state, out = train_step(state, batch)
+                step += 1
+                seen += int(batch["weight"].sum())
+                bar.update(1)
+                if step % t.log_every == 0 or step == total:
+                    loss = float(out["loss"])
+                    if not np.isfinite(loss):
+                        raise FloatingPointError(f"loss is {loss} at step {step}; the last good "
+                                                 f"checkpoint in {workdir / 'checkpoints'} is intact")
+                    rate = seen / (time.perf_counter() - tick)
+                    bar.set_postfix(loss=f"{loss:.4f}", texts_per_s=f"{rate:.0f}")
+                    write({"step": step, "epoch": epoch, "loss": loss, "texts_per_s": rate,
+                           "exit_weights": np.asarray(out["weights"]).round(4).tolist()})
+                    tick, seen = time.perf_counter(), 0
+                if t.checkpoint_every and step % t.checkpoint_every == 0 and step % spe:
+                    save_latest()
+                if step == total or step == stop_at_step:
+                    break
+            if step == stop_at_step:
+                bar.close()
+                latest.close()
+                best.close()
+                return {"stopped_at": step}
+            if step % spe == 0 or step == total:
+                probs = exit_probabilities(prob_fn, state.params["model"], encoded["validation"],
+                                           t.eval_batch_size, buckets)
+                val = exit_metrics(probs, encoded["validation"].labels, policy)
+                improved = val[t.select_metric] > best_metric
+                if improved:
+                    best_metric = val[t.select_metric]
+                    best.save(step, args=ocp.args.Composite(
+                        params=ocp.args.StandardSave(state.params["model"]),
+                        meta=ocp.args.JsonSave({"epoch": epoch, "validation": val})), force=True)
+                write({"step": step, "epoch": epoch, "split": "validation", "best": improved, **val})
+                log.info("epoch %d validation: accuracy %.4f macro-F1 %.4f %s %.4f at cost %.3f",
+                         epoch, val["accuracy"], val["macro_f1"], policy.name,
+                         val["policy_accuracy"], val["policy_cost"])
+                save_latest()
+        bar.close()
+        latest.wait_until_finished()
+        best.wait_until_finished()
+        _, best_params, _ = restore_best_params(workdir)
+        probs = exit_probabilities(prob_fn, best_params, encoded["test"], t.eval_batch_size, buckets)
+        test = exit_metrics(probs, encoded["test"].labels, policy)
+        write({"step": step, "split": "test", **test})
+    latest.close()
+    best.close()
+    log.info("test (best checkpoint): accuracy %.4f macro-F1 %.4f", test["accuracy"], test["macro_f1"])
+    return {"best_validation": best_metric, "test": test, "step": step}
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drops records written after ``step`` by a run that died before checkpointing them."""
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text().splitlines()
+             if line.strip() and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(line + "\n" for line in lines))

@@ -1,0 +1,129 @@
+"""Data readers, deduplication, splits and batches."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from conftest import SHARED, shared_path
+from elbert_jax import data as data_lib
+from elbert_jax.data import DataError, TextSet
+
+PB = "Profit rose sharply .@positive\r\nCosts fell .@positive\r\nThe CEO \xe9lan said @ noon .@neutral\r\n"
+
+
+def write_pb(folder, text=PB, subset="50Agree"):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"Sentences_{subset}.txt"
+    path.write_bytes(text.encode("latin-1"))
+    return path
+
+
+def test_phrasebank_latin1_crlf_and_last_at(tmp_path):
+    write_pb(tmp_path / "FinancialPhraseBank-v1.0")
+    data = data_lib.read_phrasebank(tmp_path)
+    assert data.texts == ["Profit rose sharply .", "Costs fell .", "The CEO \xe9lan said @ noon ."]
+    assert data.labels.tolist() == [2, 2, 1]
+
+
+def test_phrasebank_zip(tmp_path):
+    archive = tmp_path / "FinancialPhraseBank-v1.0.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("FinancialPhraseBank-v1.0/Sentences_AllAgree.txt", PB.encode("latin-1"))
+    assert len(data_lib.read_phrasebank(archive, "AllAgree")) == 3
+    with pytest.raises(FileNotFoundError, match="Sentences_50Agree"):
+        data_lib.read_phrasebank(archive, "50Agree")
+
+
+@pytest.mark.parametrize("line,message", [("no label here", ":2: expected"),
+                                          ("Sales up.@bullish", ":2: label 'bullish'")])
+def test_phrasebank_bad_lines_name_file_and_line(tmp_path, line, message):
+    path = write_pb(tmp_path, "Fine .@neutral\r\n" + line + "\r\n")
+    with pytest.raises(DataError, match=message) as err:
+        data_lib.read_phrasebank(tmp_path)
+    assert str(path) in str(err.value)
+
+
+def test_deduplicate_drops_conflicts_and_counts():
+    data = TextSet(["a", "b", "a", "c", "c", "d"], np.array([0, 1, 0, 2, 1, 0], np.int32))
+    kept, stats = data_lib.deduplicate(data)
+    assert kept.texts == ["a", "b", "d"] and kept.labels.tolist() == [0, 1, 0]
+    assert stats == {"rows": 6, "kept": 3, "duplicates_removed": 1, "conflicting_texts": 1,
+                     "conflicting_rows_dropped": 2}
+
+
+def test_real_phrasebank_sizes_and_finbert_split():
+    folder = shared_path(SHARED / "data" / "financial_phrasebank")
+    data, stats = data_lib.deduplicate(data_lib.read_phrasebank(folder, "50Agree"))
+    assert stats["rows"] == 4846 and stats["conflicting_texts"] == 2
+    train, val, test = data_lib.split_indices(data.labels, seed=0)
+    assert len(test) == 968  # the benchmark's n_test
+    assert len(set(train) | set(val) | set(test)) == len(data)
+    again = data_lib.split_indices(data.labels, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip((train, val, test), again))
+    assert not np.array_equal(test, data_lib.split_indices(data.labels, seed=1)[2])
+
+
+def test_stratified_split_keeps_proportions():
+    labels = np.array([0] * 100 + [1] * 300 + [2] * 600)
+    _, _, test = data_lib.split_indices(labels, seed=3, stratified=True)
+    assert np.bincount(labels[test]).tolist() == [20, 60, 120]
+
+
+def test_tables_csv_tsv_jsonl_with_pairs(tmp_path):
+    (tmp_path / "a.csv").write_text('premise,hypothesis,label\n"A, quoted",B,entailment\nC,D,not\n')
+    data, names = data_lib.read_table(tmp_path / "a.csv", "premise", "label", "hypothesis")
+    assert data.texts == ["A, quoted", "C"] and data.pairs == ["B", "D"]
+    assert names == ["entailment", "not"] and data.labels.tolist() == [0, 1]
+    (tmp_path / "b.tsv").write_text("text\tlabel\nup\t1\ndown\t0\n")
+    data, names = data_lib.read_table(tmp_path / "b.tsv", label_names=["neg", "pos"])
+    assert data.labels.tolist() == [1, 0] and data.pairs is None
+    (tmp_path / "c.jsonl").write_text(json.dumps({"text": "x", "label": "pos"}) + "\n\n"
+                                      + json.dumps({"text": "y", "label": "neg"}) + "\n")
+    assert data_lib.read_table(tmp_path / "c.jsonl", label_names=["neg", "pos"])[0].labels.tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("a.csv", "text,lab\nx,1\n", "a.csv:1: missing column"),
+    ("b.jsonl", '{"text": "x", "label": 0}\n[1, 2]\n', "b.jsonl:2: expected a JSON object"),
+    ("c.jsonl", '{"text": "x", "label": 0}\n{oops\n', "c.jsonl:2: not JSON"),
+    ("d.csv", "text,label\nx,0\ny,7\n", "d.csv:3: label '7'"),
+    ("e.txt", "x\n", "unsupported file type"),
+])
+def test_table_errors_name_file_and_line(tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(DataError, match=message):
+        data_lib.read_table(tmp_path / name, label_names=["a", "b"])
+
+
+def fake_encoded(n=10, max_len=32):
+    lengths = np.arange(n) % max_len + 2
+    mask = (np.arange(max_len)[None] < lengths[:, None]).astype(np.int32)
+    return data_lib.Encoded(mask * 7, mask, np.zeros_like(mask), np.arange(n) % 3, lengths)
+
+
+def test_train_batches_fixed_shape_buckets_and_padding():
+    enc = fake_encoded(10)
+    batches = list(data_lib.train_batches(enc, 4, seed=0, epoch=0, buckets=(8, 16, 32)))
+    assert [b["input_ids"].shape[0] for b in batches] == [4, 4, 4]
+    assert batches[-1]["weight"].tolist() == [1, 1, 0, 0]
+    assert batches[-1]["attention_mask"][2:].sum() == 0
+    seen = np.concatenate([b["index"][b["weight"] > 0] for b in batches])
+    assert sorted(seen.tolist()) == list(range(10))
+    for b in batches:
+        assert b["input_ids"].shape[1] == data_lib.bucket_for(int(enc.lengths[b["index"]].max()), (8, 16, 32))
+    resumed = list(data_lib.train_batches(enc, 4, seed=0, epoch=0, buckets=(8, 16, 32), start=1))
+    np.testing.assert_array_equal(resumed[0]["index"], batches[1]["index"])
+    other = next(data_lib.train_batches(enc, 4, seed=0, epoch=1, buckets=(8, 16, 32)))
+    assert not np.array_equal(other["index"], batches[0]["index"])
+
+
+def test_eval_batches_sorted_by_length_cover_all_rows():
+    enc = fake_encoded(9)
+    batches = list(data_lib.eval_batches(enc, 4, (8, 16, 32)))
+    rows = np.concatenate([b["index"][b["weight"] > 0] for b in batches])
+    assert sorted(rows.tolist()) == list(range(9))
+    assert list(enc.lengths[rows]) == sorted(enc.lengths)

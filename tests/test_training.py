@@ -1,0 +1,133 @@
+"""End to end on CPU: train -> checkpoint -> resume -> evaluate -> report -> export -> infer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from elbert_jax import training
+from elbert_jax.predict import Predictor
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.py"
+
+
+def tiny(**overrides):
+    return training.load_config_file(TINY, **overrides)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    result = training.train_and_evaluate(tiny(), workdir)
+    return workdir, result
+
+
+def test_workdir_contents_and_metrics(trained):
+    workdir, result = trained
+    for name in ("config.json", "model.json", "metrics.jsonl", "tokenizer/tokenizer.json"):
+        assert (workdir / name).exists(), name
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    validation = [r for r in records if r.get("split") == "validation"]
+    assert [r["epoch"] for r in validation] == [0, 1]
+    assert len(validation[0]["per_exit_accuracy"]) == 3
+    assert records[-1]["split"] == "test" and records[-1]["accuracy"] == result["test"]["accuracy"]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert all(np.isfinite(losses)) and len(losses) >= 5
+    best = max(r["accuracy"] for r in validation)
+    assert result["best_validation"] == pytest.approx(best)
+
+
+def test_resume_equals_uninterrupted(tmp_path, trained):
+    """Crash mid-epoch after a checkpoint, rerun the same command: identical params."""
+    workdir, _ = trained
+    config = tiny(**{"train.checkpoint_every": 3})
+    reference = training.train_and_evaluate(config, tmp_path / "a")
+    assert training.train_and_evaluate(config, tmp_path / "b", stop_at_step=5) == {"stopped_at": 5}
+    resumed = training.train_and_evaluate(config, tmp_path / "b")
+    assert resumed["test"] == reference["test"]
+    _, params_a, _ = training.restore_best_params(tmp_path / "a")
+    _, params_b, _ = training.restore_best_params(tmp_path / "b")
+    for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b), strict=True):
+        np.testing.assert_array_equal(a, b)
+    steps = [json.loads(line).get("step") for line in (tmp_path / "b" / "metrics.jsonl").open()]
+    assert steps == sorted(steps)  # the crashed run's records past step 3 were dropped
+
+
+def test_config_validation_names_keys():
+    with pytest.raises(ValueError, match="train.weighting='cubic'") as err:
+        training.validate_config(tiny(**{"train.weighting": "cubic", "data.source": "web"}))
+    assert "data.source='web'" in str(err.value)
+    config = tiny()
+    with config.unlocked():
+        config.train.epochz = 3
+    with pytest.raises(ValueError, match="unknown key train.epochz"):
+        training.validate_config(config)
+    with pytest.raises(KeyError, match="Did you mean"):
+        tiny(**{"train.epochz": 3})  # a locked config refuses unknown keys outright
+
+
+@pytest.mark.parametrize("changes", [{"train.weighting": "linear", "train.grad_accum": 2},
+                                     {"train.t_grad_quirk": True, "train.distill_weight": 0.5,
+                                      "model.head_per_layer": True, "model.scratch.model_type": "bert"}])
+def test_variants_train(tmp_path, changes):
+    result = training.train_and_evaluate(tiny(**{"train.epochs": 1, **changes}), tmp_path)
+    assert 0.0 <= result["test"]["accuracy"] <= 1.0
+
+
+def test_report_and_export(trained, tmp_path):
+    torch = pytest.importorskip("torch")
+    import transformers
+
+    from elbert_jax import report
+
+    workdir, _ = trained
+    summary = report.write_report(tiny(), workdir)
+    table = json.loads(Path(summary["report"]).read_text())
+    assert {r["policy"] for r in table["sweep"]} == set(report.SWEPT)
+    assert sum(table["exit_histogram"]) == table["texts"]
+    for image in table["images"]:
+        assert Path(image).stat().st_size > 1000
+    folder = report.export(workdir, tmp_path / "hf")
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    assert hf.config.id2label[0] == "negative"
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    text = "Nokia's net sales rose by 5 % in 2008."
+    with torch.no_grad():
+        theirs = torch.softmax(hf(**tok([text], return_tensors="pt")).logits, -1)[0].numpy()
+    row = Predictor.from_workdir(workdir, name="static", layer=3).predict([text])[0]
+    np.testing.assert_allclose(row["probs"], theirs, atol=1e-5)
+
+
+def test_predictor_rows_in_order(trained):
+    workdir, _ = trained
+    predictor = Predictor.from_workdir(workdir)
+    texts = ["Profit rose.", "", "x " * 300, "Costs fell by 5 %."]
+    rows = predictor.predict(texts, trace=True)
+    assert len(rows) == 4
+    for row in rows:
+        assert row["label"] in ("negative", "neutral", "positive")
+        assert 1 <= row["exit_layer"] <= 3 and abs(sum(row["probs"]) - 1) < 1e-4
+        assert row["probs"] == row["trace"][row["exit_layer"] - 1]
+    assert list(predictor.stream(iter(texts), chunk=3)) == predictor.predict(texts)
+
+
+def test_cli_train_override_and_infer(tmp_path):
+    workdir = tmp_path / "cli"
+    run = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(TINY),
+                          "--workdir", str(workdir), "--config.train.epochs=1"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads((workdir / "config.json").read_text())["train"]["epochs"] == 1
+    run = subprocess.run([sys.executable, str(ROOT / "infer.py"), "--checkpoint", str(workdir),
+                          "Profit rose.", "Costs rose."], capture_output=True, text=True, cwd=ROOT,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [r["id"] for r in rows] == [0, 1] and all("exit_layer" in r for r in rows)
