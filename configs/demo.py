@@ -1,8 +1,9 @@
 # COMMAND: python train.py --config configs/demo.py --workdir runs/demo
-# The offline quickstart: no download. 1500 template sentences written for this project
-# (elbert_jax/demo.py), a WordPiece tokenizer trained on them, and a 4-layer ALBERT (shared layer,
-# E=32, H=64) trained from scratch with ELBERT's dynamic exit weights. About 1-2 minutes on 2 CPU
-# cores. Expected: test accuracy >= 0.9 at the last exit, CWB (tau=0.5) close to it at lower cost.
+# The offline quickstart: no download. 2500 template sentences written for this project
+# (elbert_jax/demo.py), a WordPiece tokenizer built from them, and a 4-layer ALBERT (shared layer,
+# E=32, H=64) trained from scratch with ELBERT's dynamic exit weights. About a minute on 2 CPU
+# cores. Expected (measured): test accuracy 1.0 at the last exit and with CWB (tau 0.5, N 2) at
+# computation cost 0.25: the templates are easy, this shows the machinery, not a benchmark.
 from elbert_jax.training import base_config
 
 
@@ -13,9 +14,11 @@ def get_config():
     config.data.source = "demo"
     config.data.max_length = 32
     config.data.buckets = (16, 32)
-    config.train.epochs = 6
+    config.model.classifier_dropout_prob = 0.0
+    config.data.demo_size = 2500
+    config.train.epochs = 15
     config.train.batch_size = 32
-    config.train.lr = 2e-3
+    config.train.lr = 5e-4
     config.train.warmup_fraction = 0.1
     config.train.log_every = 10
     config.exit.window = 2

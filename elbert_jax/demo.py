@@ -1,8 +1,10 @@
 """The offline quickstart's data and tokenizer, made here from nothing: no download, seconds to build.
 
 Sentences come from templates written for this project: a company, a metric, a movement and a
-period. The label depends on the metric and the movement together (profit rising is good news,
-costs rising bad), plus neutral statements of fact, so a model must combine words to get it right.
+period. The movement carries the sign (profit "rose", costs "soared" or "were cut"); a third of
+the polar sentences
+carry an explicit cue instead ("profit warning", "record results"): the easy cases an early exit
+should catch. Neutral sentences state facts.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ GOOD_WHEN_DOWN = ["costs", "operating loss", "net debt", "losses", "expenses", "
                   "cost of sales", "impairment charges", "net loss", "interest costs"]
 UP = ["rose", "increased", "grew", "climbed", "jumped", "improved", "went up", "surged"]
 DOWN = ["fell", "decreased", "declined", "dropped", "slumped", "went down", "shrank", "slipped"]
+# costs and losses move with verbs of their own, so the verb carries the sign of the news
+BAD_UP = ["soared", "ballooned", "widened", "escalated", "spiralled", "mounted"]
+GOOD_DOWN = ["were cut", "were reduced", "were trimmed", "narrowed", "eased", "were halved"]
 PERIODS = ["in the first quarter", "in 2008", "year-on-year", "in the third quarter of 2009",
            "from the previous year", "in January-June", "compared with a year earlier", "last year"]
 AMOUNTS = ["by 5 %", "by 12.3 %", "to EUR 4.2 mn", "to EUR 131 mn", "by 0.8 %", "by a third",
@@ -36,6 +41,12 @@ NEUTRAL = [
     "The agreement between {c} and its partner was signed {p}.",
     "{c} reported {m} of EUR {n} mn {p}.",
 ]
+CUES = {  # explicit sentiment: the easy cases an early exit should catch
+    "positive": ["{c} reported record results {p}.", "{c} posted strong growth {p}.",
+                 "{c} beat market expectations {p}.", "Analysts upgraded {c} after an excellent quarter."],
+    "negative": ["{c} issued a profit warning {p}.", "{c} reported disappointing results {p}.",
+                 "{c} will cut jobs after weak demand {p}.", "Analysts downgraded {c} after a poor quarter."],
+}
 DATES = ["Monday", "April 24", "the 3rd of August", "Thursday", "October 15"]
 
 
@@ -47,7 +58,10 @@ def make_sentences(n: int, seed: int = 0) -> TextSet:
     for _ in range(n):
         kind = rng.integers(3)
         company = pick(COMPANIES)
-        if kind == 2:
+        if kind < 2 and rng.random() < 0.3:
+            label = PHRASEBANK_LABELS[2 * kind]
+            text = pick(CUES[label]).format(c=company, p=pick(PERIODS))
+        elif kind == 2:
             text = pick(NEUTRAL).format(c=company, d=pick(DATES), n=int(rng.integers(2, 9000)),
                                         p=pick(PERIODS), m=pick(GOOD_WHEN_UP + GOOD_WHEN_DOWN))
             label = "neutral"
@@ -55,7 +69,8 @@ def make_sentences(n: int, seed: int = 0) -> TextSet:
             good_up = rng.random() < 0.5
             metric = pick(GOOD_WHEN_UP if good_up else GOOD_WHEN_DOWN)
             up = rng.random() < 0.5
-            text = f"{company}'s {metric} {pick(UP if up else DOWN)} {pick(AMOUNTS)} {pick(PERIODS)}."
+            verbs = (UP if up else DOWN) if good_up else (BAD_UP if up else GOOD_DOWN)
+            text = f"{company}'s {metric} {pick(verbs)} {pick(AMOUNTS)} {pick(PERIODS)}."
             label = "positive" if up == good_up else "negative"
         texts.append(text[0].upper() + text[1:])
         labels.append(PHRASEBANK_LABELS.index(label))
