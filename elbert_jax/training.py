@@ -382,7 +382,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     model, params, tokenizer = build_model(config, splits, workdir)
     policy = exit_policy(config)
     d, t = config.data, config.train
-    buckets = sorted({b for b in d.buckets if b < d.max_length} | {d.max_length})
+    buckets = tokenizer.buckets(d.max_length, d.buckets)
     encoded = {name: data_lib.encode(tokenizer, getattr(splits, name), d.max_length)
                for name in ("train", "validation", "test")}
     _write_json(workdir / "model.json", {
