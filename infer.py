@@ -1,9 +1,16 @@
-"""Classifies texts with a trained workdir; one JSON line per input text, in input order.
+"""Financial sentiment with early exit: one output row per input text, in input order.
 
   python infer.py --checkpoint runs/demo "Operating profit rose to EUR 13.1 mn."
   cat news.txt | python infer.py --checkpoint runs/demo --policy entropy --threshold 0.3
+  python infer.py --checkpoint runs/demo --input news.csv --column headline --output out.csv \
+      --format csv --engine refill --batch_size 256
+
+Texts come from the arguments, stdin lines, or --input (.txt/.csv/.tsv/.jsonl). Policy settings
+default to the checkpoint's. A summary (count, texts/s, mean exit layer, computation cost, exit
+histogram) goes to stderr.
 """
 
+import contextlib
 import json
 import sys
 
@@ -11,28 +18,60 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 flags.DEFINE_string("checkpoint", None, "A workdir written by train.py.", required=True)
-flags.DEFINE_string("input", None, "A .txt file, one text per line (default: arguments or stdin).")
-flags.DEFINE_string("policy", None, "Exit policy (default: the workdir's).")
-flags.DEFINE_float("threshold", None, "Policy threshold (default: the workdir's).")
-flags.DEFINE_integer("window", None, "CWB window N (default: the workdir's).")
-flags.DEFINE_boolean("trace", False, "Add every layer's probabilities.")
+flags.DEFINE_string("input", None, "A .txt/.csv/.tsv/.jsonl file (default: arguments or stdin).")
+flags.DEFINE_string("column", "text", "Text column of a .csv/.tsv/.jsonl input.")
+flags.DEFINE_string("output", None, "Output file (default: stdout).")
+flags.DEFINE_enum("format", "jsonl", ["jsonl", "csv"], "Output format.")
+flags.DEFINE_enum("engine", "refill", ["reference", "full", "masked", "compact", "refill"],
+                  "Early-exit engine (all give the same rows; refill is fastest on ALBERT).")
+flags.DEFINE_integer("batch_size", 64, "Engine slots / rows per batch.")
+flags.DEFINE_integer("chunk", 8192, "Texts held in memory at a time.")
+flags.DEFINE_string("policy", None, "Exit policy: cwb, entropy, raw_entropy, patience, max_prob, "
+                    "static (default: the checkpoint's).")
+flags.DEFINE_float("threshold", None, "Policy threshold tau (default: the checkpoint's).")
+flags.DEFINE_integer("window", None, "CWB window N (default: the checkpoint's).")
+flags.DEFINE_float("margin", None, "CWB margin m (default: the checkpoint's).")
+flags.DEFINE_string("variant", None, "CWB variant bias_1/bias_2/bias_3 (default: the checkpoint's).")
+flags.DEFINE_integer("patience", None, "Patience policy: unchanged layers (default: the checkpoint's).")
+flags.DEFINE_integer("layer", None, "Static policy: exit layer (default: the checkpoint's).")
+flags.DEFINE_boolean("trace", False, "Add every computed layer's probabilities.")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     absl_logging.set_verbosity(absl_logging.WARNING)
-    from elbert_jax.predict import Predictor
+    from tqdm import tqdm
 
-    predictor = Predictor.from_workdir(FLAGS.checkpoint, name=FLAGS.policy,
-                                       threshold=FLAGS.threshold, window=FLAGS.window)
-    if FLAGS.input:
-        texts = (line.rstrip("\r\n") for line in open(FLAGS.input, encoding="utf-8", errors="replace"))
-    elif len(argv) > 1:
-        texts = iter(argv[1:])
-    else:
-        texts = (line.rstrip("\r\n") for line in sys.stdin)
-    for i, row in enumerate(predictor.stream(texts, trace=FLAGS.trace)):
-        print(json.dumps({"id": i, **row}))
+    from elbert_jax.data import DataError
+    from elbert_jax.predict import Predictor, Summary, read_texts, write_rows
+
+    try:
+        predictor = Predictor.from_workdir(
+            FLAGS.checkpoint, engine=FLAGS.engine, batch_size=FLAGS.batch_size, name=FLAGS.policy,
+            threshold=FLAGS.threshold, window=FLAGS.window, margin=FLAGS.margin,
+            variant=FLAGS.variant, patience=FLAGS.patience, layer=FLAGS.layer)
+        if FLAGS.input:
+            texts = read_texts(FLAGS.input, FLAGS.column)
+        elif len(argv) > 1:
+            texts = iter(argv[1:])
+        else:
+            texts = (line.rstrip("\r\n") for line in sys.stdin)
+        summary = Summary(predictor.model.config.num_hidden_layers)
+        rows = ({"id": i, **row} for i, row in enumerate(
+            predictor.stream(texts, chunk=FLAGS.chunk, trace=FLAGS.trace)))
+        with contextlib.ExitStack() as stack:
+            out = (stack.enter_context(open(FLAGS.output, "w", encoding="utf-8", newline=""))
+                   if FLAGS.output else sys.stdout)
+            progress = tqdm(unit="text", file=sys.stderr, disable=None, mininterval=1.0)
+            for row in write_rows(rows, out, FLAGS.format):
+                summary.add(row)
+                progress.update()
+            progress.close()
+    except (DataError, ValueError, FileNotFoundError) as error:
+        sys.exit(f"infer.py: error: {error}")
+    report = {"engine": predictor.engine_for(FLAGS.trace).kind, "policy": predictor.policy.name,
+              **summary.report()}
+    print(json.dumps(report), file=sys.stderr)
 
 
 if __name__ == "__main__":

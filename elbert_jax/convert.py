@@ -95,6 +95,9 @@ def config_to_hf(config: EncoderConfig, label_names: Sequence[str] | None = None
     """A transformers config for ``*ForSequenceClassification`` matching ``config``."""
     import transformers
 
+    if config.pooling != "cls":
+        raise ValueError(f"pooling={config.pooling!r} has no transformers *ForSequenceClassification "
+                         "equivalent (its head reads [CLS]); export supports pooling='cls' only")
     labels = list(label_names) if label_names else [f"LABEL_{i}" for i in range(config.num_labels)]
     if len(labels) != config.num_labels:
         raise ValueError(f"{len(labels)} label names for num_labels={config.num_labels}")

@@ -156,6 +156,12 @@ def oracle(policy: ExitPolicy, probs: Array, threshold: Array | float | None = N
     return Exits(layer=layer_out, prediction=pred_out)
 
 
+def default_threshold(policy: ExitPolicy) -> float:
+    """The value ``step``'s ``threshold`` stands for by default: tau, the patience or the layer."""
+    return float({"patience": policy.patience, "static": policy.layer}.get(policy.name,
+                                                                         policy.threshold))
+
+
 def default_thresholds(policy: ExitPolicy, num_layers: int) -> np.ndarray:
     """The grid a sweep walks for ``policy``: probability/entropy levels, or integer depths."""
     if policy.name in ("cwb", "entropy"):

@@ -35,6 +35,7 @@ ACTIVATIONS = {
     "tanh": jnp.tanh,
 }
 DTYPES = ("float32", "bfloat16", "float16")
+POOLINGS = ("cls", "mean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +44,10 @@ class EncoderConfig:
 
     ``num_hidden_groups`` defaults to 1 for ALBERT (all layers share weights) and to
     ``num_hidden_layers`` for BERT (every layer has its own). ``dtype`` is the compute dtype;
-    parameters are always float32.
+    parameters are always float32. ``pooling`` is what an exit head reads: the [CLS] vector (the
+    paper, transformers' *ForSequenceClassification) or the masked mean of the tokens, for
+    sentence-transformers checkpoints such as all-MiniLM-L6-v2 whose [CLS] state carries almost no
+    input information below the last layer (docs/results.md).
     """
 
     model_type: str = "albert"
@@ -65,6 +69,7 @@ class EncoderConfig:
     pad_token_id: int = 0
     num_labels: int = 3
     head_per_layer: bool = False
+    pooling: str = "cls"
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
@@ -98,6 +103,8 @@ class EncoderConfig:
             value = getattr(self, name)
             if not 0.0 <= float(value) < 1.0:
                 errors.append(f"{name}={value!r} must be in [0, 1)")
+        if self.pooling not in POOLINGS:
+            errors.append(f"pooling={self.pooling!r} is not one of {POOLINGS}")
         if self.dtype not in DTYPES:
             errors.append(f"dtype={self.dtype!r} is not one of {DTYPES}")
         if errors:
@@ -143,6 +150,18 @@ def _layer_norm(config: EncoderConfig, name: str) -> nn.LayerNorm:
 def _embed(config: EncoderConfig, num: int, features: int, name: str) -> nn.Embed:
     return nn.Embed(num, features, dtype=config.compute_dtype, param_dtype=jnp.float32,
                     embedding_init=nn.initializers.normal(config.initializer_range), name=name)
+
+
+def pool(config: EncoderConfig, hidden: Array, key_mask: Array) -> Array:
+    """What an exit reads from [..., S, H] states: [CLS], or the mean over unmasked tokens.
+
+    ``key_mask`` is the [B, S] attention mask or its [B, 1, 1, S] boolean form.
+    """
+    if config.pooling == "cls":
+        return hidden[..., 0, :]
+    weights = key_mask.reshape(key_mask.shape[0], -1).astype(jnp.float32)
+    total = jnp.einsum("...bsh,bs->...bh", hidden.astype(jnp.float32), weights)
+    return (total / jnp.maximum(weights.sum(-1), 1.0)[:, None]).astype(hidden.dtype)
 
 
 def attention_bias(attention_mask: Array) -> Array:
@@ -219,7 +238,7 @@ class _LayerStep(nn.Module):
     def __call__(self, carry: tuple[Array, Array], _: Any) -> tuple[tuple[Array, Array], Array]:
         x, mask = carry
         x = TransformerLayer(self.config, name="layer")(x, mask, self.deterministic)
-        return (x, mask), (x if self.keep_hidden else x[:, 0])
+        return (x, mask), (x if self.keep_hidden else pool(self.config, x, mask))
 
 
 class _LayerGroup(nn.Module):
@@ -305,7 +324,7 @@ class ElbertModel(nn.Module):
         x = Embeddings(self.config, name="embeddings")(input_ids, token_type_ids, deterministic)
         stack = LayerStack(self.config, deterministic, output_hidden_states, name="encoder")
         _, per_layer = stack(x, attention_bias(attention_mask))
-        cls = per_layer[:, :, 0] if output_hidden_states else per_layer
+        cls = pool(self.config, per_layer, attention_mask) if output_hidden_states else per_layer
         logits = ExitHeads(self.config, name="exits")(cls, deterministic)
         hidden = jnp.concatenate([x[None], per_layer]) if output_hidden_states else None
         return ModelOutput(exit_logits=logits, hidden_states=hidden)
@@ -324,7 +343,7 @@ class ElbertModel(nn.Module):
             {"params": weights}, hidden, attention_bias(attention_mask), True)
 
     def exit(self, hidden_cls: Array, layer_index: Array | int) -> Array:
-        """Exit logits [B, K] of layer ``layer_index`` from its [CLS] states [B, H]."""
+        """Exit logits [B, K] of layer ``layer_index`` from its pooled states [B, H] (``pool``)."""
         weights = head_params(self.config, self.variables["params"], layer_index)
         return ExitHead(self.config, parent=None).apply({"params": weights}, hidden_cls, True)
 

@@ -44,7 +44,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(
         name_or_path="albert-base-v2",  # "" = from scratch with `scratch`
         tokenizer="",                   # "" = the model's own (or trained on the data from scratch)
-        dtype="float32", head_per_layer=False,
+        dtype="float32", head_per_layer=False, pooling="cls",
         hidden_dropout_prob=-1.0, attention_probs_dropout_prob=-1.0,  # < 0: the checkpoint's
         classifier_dropout_prob=0.1,
         scratch=ml_collections.ConfigDict(dict(
@@ -135,6 +135,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         (t.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
         (config.model.dtype in ("float32", "bfloat16", "float16"),
          f"model.dtype={config.model.dtype!r} is not float32/bfloat16/float16"),
+        (config.model.pooling in ("cls", "mean"),
+         f"model.pooling={config.model.pooling!r} is not cls/mean"),
     ]
     errors = [message for ok, message in checks if not ok]
     try:
@@ -207,7 +209,7 @@ def build_model(config: ml_collections.ConfigDict, splits: data_lib.Splits, work
     if m.name_or_path:
         tokenizer = load_tokenizer(m.tokenizer or m.name_or_path)
         model, params = load_pretrained(m.name_or_path, num_labels, seed=config.seed, dtype=m.dtype,
-                                        head_per_layer=m.head_per_layer,
+                                        head_per_layer=m.head_per_layer, pooling=m.pooling,
                                         classifier_dropout_prob=m.classifier_dropout_prob, **dropout)
     else:
         if m.tokenizer:
@@ -222,7 +224,7 @@ def build_model(config: ml_collections.ConfigDict, splits: data_lib.Splits, work
         if fields.get("model_type") == "bert":
             fields["embedding_size"] = None
         encoder = EncoderConfig(vocab_size=tokenizer.vocab_size, num_labels=num_labels,
-                                dtype=m.dtype, head_per_layer=m.head_per_layer,
+                                dtype=m.dtype, head_per_layer=m.head_per_layer, pooling=m.pooling,
                                 classifier_dropout_prob=m.classifier_dropout_prob,
                                 pad_token_id=tokenizer.pad_token_id, **fields)
         model, params = ElbertModel(encoder), init_params(encoder, config.seed)

@@ -44,3 +44,13 @@ TINY_ALBERT = dict(vocab_size=99, embedding_size=16, hidden_size=32, num_hidden_
                    num_attention_heads=4, intermediate_size=37, max_position_embeddings=64)
 TINY_BERT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
                  intermediate_size=37, max_position_embeddings=64)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A workdir trained with configs/tiny.py (seconds on CPU), shared by the test modules."""
+    from elbert_jax import training
+
+    workdir = tmp_path_factory.mktemp("tiny")
+    config = training.load_config_file(Path(__file__).resolve().parents[1] / "configs" / "tiny.py")
+    return workdir, training.train_and_evaluate(config, workdir)

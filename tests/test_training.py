@@ -22,13 +22,6 @@ def tiny(**overrides):
     return training.load_config_file(TINY, **overrides)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("tiny")
-    result = training.train_and_evaluate(tiny(), workdir)
-    return workdir, result
-
-
 def test_workdir_contents_and_metrics(trained):
     workdir, result = trained
     for name in ("config.json", "model.json", "metrics.jsonl", "tokenizer/tokenizer.json"):

@@ -1,0 +1,219 @@
+"""Throughput of the early-exit engines against full depth, measured in one run (ratios count).
+
+COMMAND (2-core CPU, a few minutes):
+  python bench/engines.py --device cpu --texts 96 --batch_sizes 1,32 --torch_peer
+COMMAND (H100, bf16, with the transformers peer):
+  python bench/engines.py --device gpu --dtype bfloat16 --batch_sizes 1,64,1024 --texts 16384 \
+      --torch_peer
+COMMAND (a trained checkpoint, PhraseBank texts):
+  python bench/engines.py --mode checkpoint --checkpoint runs/minilm_s0 --batch_sizes 64,256
+
+`synthetic` mode: albert-base-v2 shape with random weights (no ALBERT weights exist offline), so
+the exits follow a planned profile: every row gets an exit depth drawn with mean `--mean_depth`
+and the `static` policy with per-row thresholds exits it there; the engines still run the real
+loop. Reported per batch size: texts/s of our full depth, of each engine, the speedup over our
+full depth, and the engine efficiency = speedup / (L / mean depth). `--torch_peer` adds
+transformers' AlbertForSequenceClassification at full depth (eager, and torch.compile on GPU).
+`checkpoint` mode runs a trained workdir's own policy on real texts and checks that every engine
+gives the full-depth rows exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+flags.DEFINE_enum("device", "cpu", ["cpu", "gpu"], "Where to run.")
+flags.DEFINE_enum("mode", "synthetic", ["synthetic", "checkpoint"], "What to measure.")
+flags.DEFINE_string("batch_sizes", "1,32", "Comma-separated batch sizes.")
+flags.DEFINE_string("engines", "masked,compact,refill", "Engines to time besides full depth.")
+flags.DEFINE_integer("texts", 128, "Texts per timed pass.")
+flags.DEFINE_integer("seq", 64, "Sequence length (synthetic).")
+flags.DEFINE_float("mean_depth", 4.0, "Mean planned exit depth (synthetic; L = 12).")
+flags.DEFINE_enum("profile", "uniform", ["uniform", "constant"],
+                  "Planned depths: uniform on [1, 2 * mean - 1], or all at the mean.")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+flags.DEFINE_integer("reps", 3, "Timed passes per measurement (median reported).")
+flags.DEFINE_boolean("torch_peer", False, "Also time transformers' ALBERT at full depth.")
+flags.DEFINE_string("checkpoint", None, "Workdir for --mode checkpoint.")
+flags.DEFINE_string("input", None, "Texts for --mode checkpoint (.txt, one per line); default: "
+                    "../shared Financial PhraseBank 50Agree.")
+flags.DEFINE_string("output", None, "Also write the results as JSON here.")
+FLAGS = flags.FLAGS
+
+
+def median_seconds(fn, reps: int) -> float:
+    fn()  # compile and warm up
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def planned_depths(num_texts: int, num_layers: int, mean: float, profile: str, seed: int = 0):
+    import numpy as np
+
+    if profile == "constant":
+        return np.full(num_texts, int(round(mean)), np.int32)
+    high = int(round(2 * mean - 1))
+    if not 1 <= high <= num_layers:
+        raise ValueError(f"mean_depth={mean} needs 2 * mean - 1 in [1, {num_layers}]")
+    return np.random.default_rng(seed).integers(1, high + 1, num_texts).astype(np.int32)
+
+
+def time_engines(model, params, policy, rows, thresholds, batch_sizes, kinds, reps):
+    """[{batch, engine, texts_per_s, mean_exit_layer}] and whether every engine matched full."""
+    from elbert_jax.engines import Engine
+
+    results, exact = [], True
+    num_layers = model.config.num_hidden_layers
+    for batch in batch_sizes:
+        reference = None
+        for kind in ("full",) + tuple(kinds):
+            engine = Engine(model, params, policy, kind=kind, batch_size=batch,
+                            buckets=(16, 32, 64, 128))
+            out = {}
+
+            def run(engine=engine, out=out):
+                out["r"] = engine(*rows, thresholds=thresholds)
+
+            seconds = median_seconds(run, reps)
+            r = out["r"]
+            if reference is None:
+                reference = r
+            same = bool((r.layer == reference.layer).all() and
+                        (r.prediction == reference.prediction).all())
+            exact &= same
+            results.append({"batch": batch, "engine": engine.kind, "seconds": seconds,
+                            "texts_per_s": len(r.layer) / seconds,
+                            "mean_exit_layer": float(r.layer.mean()), "same_rows_as_full": same})
+            print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+        full = results[-1 - len(kinds)]["texts_per_s"]
+        for row in results[-len(kinds):]:
+            row["speedup_vs_full"] = row["texts_per_s"] / full
+            row["efficiency"] = row["speedup_vs_full"] / (num_layers / row["mean_exit_layer"])
+    return results, exact
+
+
+def torch_peer(config, batch_sizes, num_texts, seq, dtype, device, reps):
+    import torch
+    import transformers
+
+    from elbert_jax.convert import config_to_hf
+
+    torch.manual_seed(0)
+    hf = transformers.AlbertForSequenceClassification(config_to_hf(config)).eval()
+    dev = "cuda" if device == "gpu" else "cpu"
+    hf = hf.to(dev, dtype=torch.bfloat16 if dtype == "bfloat16" else torch.float32)
+    ids = torch.randint(5, config.vocab_size, (num_texts, seq), device=dev)
+    variants = [("transformers eager", hf)]
+    if device == "gpu":
+        variants.append(("transformers torch.compile", torch.compile(hf)))
+    rows = []
+    for name, model in variants:
+        for batch in batch_sizes:
+            def run(model=model, batch=batch):
+                with torch.inference_mode():
+                    for first in range(0, num_texts, batch):
+                        model(input_ids=ids[first:first + batch]).logits.float().cpu()
+                if dev == "cuda":
+                    torch.cuda.synchronize()
+
+            seconds = median_seconds(run, reps)
+            rows.append({"batch": batch, "engine": name, "seconds": seconds,
+                         "texts_per_s": num_texts / seconds})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
+def synthetic():
+    import jax
+    import numpy as np
+
+    from elbert_jax import exits
+    from elbert_jax.model import ElbertModel, EncoderConfig, init_params
+
+    config = EncoderConfig(num_labels=3, dtype=FLAGS.dtype)  # defaults: albert-base-v2 shape
+    model, params = ElbertModel(config), init_params(config, 0)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, config.vocab_size, (FLAGS.texts, FLAGS.seq)).astype(np.int32)
+    mask = np.ones_like(ids)
+    plan = planned_depths(FLAGS.texts, config.num_hidden_layers, FLAGS.mean_depth, FLAGS.profile)
+    batch_sizes = [int(b) for b in FLAGS.batch_sizes.split(",")]
+    kinds = [k for k in FLAGS.engines.split(",") if k]
+    results, exact = time_engines(model, params, exits.ExitPolicy("static"),
+                                  (ids, mask, np.zeros_like(ids)), plan, batch_sizes, kinds,
+                                  FLAGS.reps)
+    assert (results[0]["mean_exit_layer"] - plan.mean()) < 1e-6
+    if FLAGS.torch_peer:
+        results += torch_peer(config, batch_sizes, FLAGS.texts, FLAGS.seq, FLAGS.dtype,
+                              FLAGS.device, FLAGS.reps)
+    setting = {"mode": "synthetic", "device": str(jax.devices()[0].device_kind),
+               "dtype": FLAGS.dtype, "texts": FLAGS.texts, "seq": FLAGS.seq,
+               "planned_mean_depth": float(plan.mean()), "profile": FLAGS.profile}
+    return setting, results, exact
+
+
+def checkpoint():
+    import jax
+
+    from elbert_jax import data
+    from elbert_jax.predict import Predictor, read_texts
+
+    predictor = Predictor.from_workdir(FLAGS.checkpoint)
+    if FLAGS.input:
+        texts = list(read_texts(FLAGS.input))
+    else:
+        shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "financial_phrasebank"
+        texts = data.read_phrasebank(shared / "FinancialPhraseBank-v1.0", "50Agree").texts
+    texts = texts[:FLAGS.texts]
+    enc = predictor.tokenizer(texts, max_length=predictor.max_length, pad_to=predictor.max_length)
+    rows = (enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+    batch_sizes = [int(b) for b in FLAGS.batch_sizes.split(",")]
+    kinds = [k for k in FLAGS.engines.split(",") if k]
+    results, exact = time_engines(predictor.model, predictor.params, predictor.policy, rows, None,
+                                  batch_sizes, kinds, FLAGS.reps)
+    setting = {"mode": "checkpoint", "checkpoint": FLAGS.checkpoint,
+               "device": str(jax.devices()[0].device_kind), "texts": len(texts),
+               "policy": dataclasses.asdict(predictor.policy)}
+    return setting, results, exact
+
+
+def main(argv):
+    del argv
+    if FLAGS.device == "cpu":
+        os.environ["JAX_PLATFORMS"] = "cpu"
+    setting, results, exact = synthetic() if FLAGS.mode == "synthetic" else checkpoint()
+    print(json.dumps(setting))
+    print(f"{'batch':>6} {'engine':<28} {'texts/s':>10} {'mean depth':>10} {'vs full':>8} "
+          f"{'efficiency':>10}")
+    for r in results:
+        print(f"{r['batch']:>6} {r['engine']:<28} {r['texts_per_s']:>10.1f} "
+              f"{r.get('mean_exit_layer', float('nan')):>10.2f} "
+              f"{r.get('speedup_vs_full', float('nan')):>8.2f} "
+              f"{r.get('efficiency', float('nan')):>10.2f}")
+    peers = {r["batch"]: r["texts_per_s"] for r in results if r["engine"].startswith("transformers")}
+    for r in results:  # against the fastest transformers variant at the same batch size
+        if r["batch"] in peers and not r["engine"].startswith("transformers"):
+            r["vs_transformers"] = r["texts_per_s"] / peers[r["batch"]]
+            print(f"batch {r['batch']:>5} {r['engine']:<8} / best transformers: "
+                  f"{r['vs_transformers']:.2f}x")
+    print(f"every engine gave the full-depth exit layers and labels: {exact}")
+    if FLAGS.output:
+        Path(FLAGS.output).write_text(json.dumps({"setting": setting, "results": results,
+                                                  "exact": exact}, indent=1))
+
+
+if __name__ == "__main__":
+    app.run(main)

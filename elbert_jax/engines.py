@@ -1,0 +1,364 @@
+"""Early-exit inference engines: exact per-row exits at any batch size.
+
+Every engine returns, for every row, the exit layer and prediction that ``exits.oracle`` gives on a
+full-depth pass (spec section 4); they differ only in how much work they skip:
+
+- ``reference``: one row at a time, batch 1, layer by layer, stopping at the exit. The semantics.
+- ``full``: the whole batch at full depth, then the oracle. The full-depth peer.
+- ``masked``: a ``lax.while_loop`` over layers for a batch; exited rows stay in the batch, masked;
+  the loop stops when every row has exited, so a batch costs as much as its deepest row.
+- ``compact``: as ``masked``, but whenever at most half the slots are still active the active rows
+  are gathered to the front and the loop continues on a batch half as big (sizes B, B/2, ... down
+  to ``min_batch``), all inside one jitted program.
+- ``refill``: continuous batching over a queue. ``batch_size`` slots, each at its own depth; with
+  ALBERT's shared layer one layer call advances rows at different depths, and an exited row's slot
+  takes the next waiting text at once. When the queue is empty the remaining rows drain through the
+  ``compact`` levels. An unshared stack (BERT, or ALBERT with several hidden groups) cannot run rows
+  at different depths in one call, so ``refill`` runs ``compact`` there (``Engine.kind`` says which).
+
+All batched engines are one jitted program per (batch size, sequence bucket, queue size): no host
+round-trip inside the loop. The ``Engine`` front end sorts rows by length, cuts them into sequence
+buckets, and returns results in input order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from elbert_jax import exits
+from elbert_jax.data import bucket_for
+from elbert_jax.model import ElbertModel, Params, pool
+
+Array = jax.Array
+ENGINES = ("reference", "full", "masked", "compact", "refill")
+
+
+class Results(NamedTuple):
+    """Per row: 1-based exit ``layer``, ``prediction``, ``probs`` [K] at the exit and, if asked,
+    ``trace`` [L, K]: every computed layer's probabilities, NaN after the exit layer."""
+
+    layer: Any
+    prediction: Any
+    probs: Any
+    trace: Any = None
+
+
+class _Slots(NamedTuple):
+    hidden: Array        # [s, S, H] compute dtype
+    mask: Array          # [s, S] int32
+    row: Array           # [s] queue row held by the slot, -1 when free
+    depth: Array         # [s] layers done
+    threshold: Array     # [s] the row's policy threshold
+    state: exits.ExitState
+
+
+def _apply(model: ElbertModel, params: Params, method: str, *args: Any) -> Array:
+    return model.apply({"params": params}, *args, method=method)
+
+
+def _softmax(logits: Array) -> Array:
+    return jax.nn.softmax(logits.astype(jnp.float32), -1)
+
+
+def halving_levels(batch_size: int, min_batch: int) -> tuple[int, ...]:
+    """Slot counts of the ``compact`` levels: B, B/2, ... while >= ``min_batch`` (B at least)."""
+    levels = [batch_size]
+    while levels[-1] // 2 >= max(min_batch, 1):
+        levels.append(levels[-1] // 2)
+    return tuple(levels)
+
+
+def early_exit(model: ElbertModel, policy: exits.ExitPolicy, levels: Sequence[int],
+               per_row_depth: bool, keep_trace: bool, params: Params, input_ids: Array,
+               attention_mask: Array, token_type_ids: Array, thresholds: Array,
+               num_valid: Array) -> Results:
+    """The batched engines' loop over a queue of ``Q`` rows [Q, S]; rows ``>= num_valid`` are padding.
+
+    ``thresholds`` [Q] is each row's policy threshold (``default_threshold`` for all, or per row).
+
+    ``levels`` are the slot counts (``(B,)`` for ``masked``, halving for ``compact`` and ``refill``).
+    Free slots take the next queued rows before every layer call; with ``Q == levels[0]`` that
+    happens once, at the start, and every active row sits at the same depth, so the layer index is
+    the loop counter (any stack). ``per_row_depth`` (``refill``, shared stacks only) lets rows at
+    different depths share a call: the layer weights are the same and each row's exit head is
+    picked by its own depth.
+    """
+    cfg = model.config
+    num_layers, num_labels = cfg.num_hidden_layers, cfg.num_labels
+    queue, seq_len = input_ids.shape
+    if per_row_depth and cfg.groups != 1:
+        raise ValueError("rows at different depths can share a layer call only when all layers "
+                         f"share weights (num_hidden_groups=1), not with {cfg.groups} groups")
+
+    def exit_probs(cls: Array, depth: Array, step: Array) -> Array:
+        if per_row_depth and cfg.head_per_layer:  # every head on every row, keep each row's own
+            every = jax.vmap(lambda i: _apply(model, params, "exit", cls, i))(jnp.arange(num_layers))
+            pick = jnp.clip(depth - 1, 0, num_layers - 1)
+            return _softmax(jnp.take_along_axis(every, pick[None, :, None], 0)[0])
+        return _softmax(_apply(model, params, "exit", cls, step))
+
+    def load(slots: _Slots, next_row: Array) -> tuple[_Slots, Array]:
+        free = slots.row < 0
+        new_row = next_row + jnp.cumsum(free) - 1
+        take = free & (new_row < num_valid)
+        src = jnp.minimum(new_row, queue - 1)
+
+        def fill(slots: _Slots) -> _Slots:
+            def pick(new: Array, old: Array) -> Array:
+                return jnp.where(take.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
+
+            hidden = _apply(model, params, "embed", input_ids[src], token_type_ids[src])
+            fresh = exits.init_state(policy, slots.row.shape[0])
+            return _Slots(pick(hidden, slots.hidden), pick(attention_mask[src], slots.mask),
+                          pick(new_row, slots.row), pick(jnp.zeros_like(slots.depth), slots.depth),
+                          pick(thresholds[src], slots.threshold),
+                          jax.tree.map(pick, fresh, slots.state))
+
+        slots = jax.lax.cond(take.any(), fill, lambda s: s, slots)
+        return slots, next_row + take.sum()
+
+    def advance(slots: _Slots, out: Results, step: Array) -> tuple[_Slots, Results]:
+        active = slots.row >= 0
+        layer_index = jnp.minimum(step, num_layers - 1)
+        hidden = _apply(model, params, "layer", slots.hidden, slots.mask, layer_index)
+        depth = slots.depth + active
+        probs = exit_probs(pool(cfg, hidden, slots.mask), depth, layer_index)
+        state, exit_now = exits.step(policy, slots.state, probs, depth, num_layers,
+                                     slots.threshold)
+        done = exit_now & active
+        target = jnp.where(done, slots.row, queue)  # out of range: dropped
+        out = Results(
+            layer=out.layer.at[target].set(depth, mode="drop"),
+            prediction=out.prediction.at[target].set(jnp.argmax(probs, -1).astype(jnp.int32),
+                                                     mode="drop"),
+            probs=out.probs.at[target].set(probs, mode="drop"),
+            trace=None if out.trace is None else out.trace.at[
+                jnp.where(active, slots.row, queue), jnp.clip(depth - 1, 0, num_layers - 1)
+            ].set(probs, mode="drop"))
+        slots = _Slots(hidden, slots.mask, jnp.where(done, -1, slots.row), depth,
+                       slots.threshold, state)
+        return slots, out
+
+    first = levels[0]
+    dtype = cfg.compute_dtype
+    slots = _Slots(hidden=jnp.zeros((first, seq_len, cfg.hidden_size), dtype),
+                   mask=jnp.zeros((first, seq_len), attention_mask.dtype),
+                   row=jnp.full((first,), -1, jnp.int32), depth=jnp.zeros((first,), jnp.int32),
+                   threshold=jnp.zeros((first,), thresholds.dtype),
+                   state=exits.init_state(policy, first))
+    out = Results(layer=jnp.zeros((queue,), jnp.int32), prediction=jnp.zeros((queue,), jnp.int32),
+                  probs=jnp.zeros((queue, num_labels), jnp.float32),
+                  trace=jnp.full((queue, num_layers, num_labels), jnp.nan, jnp.float32)
+                  if keep_trace else None)
+    refill = queue > first
+    next_row = jnp.int32(0)
+    if not refill:  # every row is loaded once, up front; the loops never load again
+        slots, next_row = load(slots, next_row)
+    carry = (slots, out, next_row, jnp.int32(0))
+    for level, size in enumerate(levels):
+        if level:  # gather the active rows (at most `size` of them) to the front
+            order = jnp.argsort(carry[0].row < 0, stable=True)[:size]
+            carry = (jax.tree.map(lambda x: x[order], carry[0]),) + carry[1:]
+        floor = 0 if level == len(levels) - 1 else size // 2
+        loads = refill and level == 0  # the queue is empty before the first level is left
+
+        def cond(carry: tuple, floor: int = floor) -> Array:
+            slots, _, next_row, _ = carry
+            return (next_row < num_valid) | ((slots.row >= 0).sum() > floor)
+
+        def body(carry: tuple, loads: bool = loads) -> tuple:
+            slots, out, next_row, step = carry
+            if loads:
+                slots, next_row = load(slots, next_row)
+            slots, out = advance(slots, out, step)
+            return slots, out, next_row, step + 1
+
+        carry = jax.lax.while_loop(cond, body, carry)
+    return carry[1]
+
+
+def full_depth(model: ElbertModel, policy: exits.ExitPolicy, keep_trace: bool, params: Params,
+               input_ids: Array, attention_mask: Array, token_type_ids: Array,
+               thresholds: Array) -> Results:
+    """Every layer for every row, then the oracle: the same rows, none of the savings."""
+    logits = model.apply({"params": params}, input_ids, attention_mask, token_type_ids).exit_logits
+    probs = _softmax(logits)
+    chosen = exits.oracle(policy, probs, thresholds)
+    at_exit = jnp.take_along_axis(probs, (chosen.layer - 1)[None, :, None], 0)[0]
+    trace = None
+    if keep_trace:
+        computed = jnp.arange(1, probs.shape[0] + 1)[:, None] <= chosen.layer[None, :]
+        trace = jnp.where(computed[..., None], probs, jnp.nan).transpose(1, 0, 2)
+    return Results(chosen.layer, chosen.prediction, at_exit, trace)
+
+
+class _Reference:
+    """Batch 1, layer by layer, each row at its own unpadded length: what every engine must match."""
+
+    def __init__(self, model: ElbertModel, policy: exits.ExitPolicy, params: Params):
+        self.model, self.policy, self.params = model, policy, params
+        self.embed = jax.jit(lambda p, ids, types: _apply(model, p, "embed", ids, types))
+        self.layer = jax.jit(lambda p, h, m, i: _apply(model, p, "layer", h, m, i))
+        self.exit = jax.jit(lambda p, c, i: _softmax(_apply(model, p, "exit", c, i)))
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray,
+                 token_type_ids: np.ndarray, thresholds: np.ndarray, keep_trace: bool) -> Results:
+        num_layers = self.model.config.num_hidden_layers
+        num_labels = self.model.config.num_labels
+        rows = len(input_ids)
+        out = Results(np.zeros(rows, np.int32), np.zeros(rows, np.int32),
+                      np.zeros((rows, num_labels), np.float32),
+                      np.full((rows, num_layers, num_labels), np.nan, np.float32)
+                      if keep_trace else None)
+        for n in range(rows):
+            keep = attention_mask[n] > 0
+            mask = attention_mask[n][keep][None]
+            hidden = self.embed(self.params, input_ids[n][keep][None], token_type_ids[n][keep][None])
+            state = exits.init_state(self.policy, 1)
+            for i in range(num_layers):
+                hidden = self.layer(self.params, hidden, mask, i)
+                probs = self.exit(self.params, pool(self.model.config, hidden, mask), i)
+                state, exit_now = exits.step(self.policy, state, probs, i + 1, num_layers,
+                                             thresholds[n:n + 1])
+                if out.trace is not None:
+                    out.trace[n, i] = np.asarray(probs[0])
+                if bool(exit_now[0]):
+                    out.layer[n], out.probs[n] = i + 1, np.asarray(probs[0])
+                    out.prediction[n] = int(np.argmax(out.probs[n]))
+                    break
+        return out
+
+
+@dataclasses.dataclass
+class Engine:
+    """Early-exit classification of token-id rows, exact, in input order.
+
+    ``kind`` is one of ``ENGINES``; ``refill`` becomes ``compact`` on unshared stacks (see the
+    module docstring; ``self.kind`` tells which ran). Rows are sorted by length and padded to the
+    smallest of ``buckets`` holding them; ``batch_size`` is the slot count (``refill``) or rows per
+    batch; a ``refill`` queue holds up to ``queue_batches`` batches of one sequence bucket.
+    """
+
+    model: ElbertModel
+    params: Params
+    policy: exits.ExitPolicy
+    kind: str = "refill"
+    batch_size: int = 64
+    buckets: Sequence[int] = (16, 32, 64)
+    min_batch: int = 8
+    queue_batches: int = 64
+    trace: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in ENGINES:
+            raise ValueError(f"engine {self.kind!r} is not one of {ENGINES}")
+        if self.batch_size < 1 or self.min_batch < 1 or self.queue_batches < 1:
+            raise ValueError("batch_size, min_batch and queue_batches must be >= 1")
+        self.requested = self.kind
+        if self.kind == "refill" and self.model.config.groups != 1:
+            self.kind = "compact"
+        self._programs: dict[tuple, Callable] = {}
+        self._reference = _Reference(self.model, self.policy, self.params)
+
+    def _program(self, levels: tuple[int, ...], per_row_depth: bool) -> Callable:
+        key = (levels, per_row_depth)
+        if key not in self._programs:
+            self._programs[key] = jax.jit(functools.partial(
+                early_exit, self.model, self.policy, levels, per_row_depth, self.trace))
+        return self._programs[key]
+
+    @functools.cached_property
+    def _full(self) -> Callable:
+        return jax.jit(functools.partial(full_depth, self.model, self.policy, self.trace))
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray,
+                 token_type_ids: np.ndarray | None = None,
+                 thresholds: np.ndarray | None = None) -> Results:
+        """Rows [N, S] (right-padded, int) -> ``Results`` of numpy arrays over the N rows.
+
+        ``thresholds`` [N], if given, replaces the policy's threshold row by row (``tau``, or the
+        patience / static layer for those policies): a per-request accuracy-speed trade-off.
+        """
+        input_ids = np.asarray(input_ids, np.int32)
+        attention_mask = np.asarray(attention_mask, np.int32)
+        token_type_ids = (np.zeros_like(input_ids) if token_type_ids is None
+                          else np.asarray(token_type_ids, np.int32))
+        if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape or \
+                token_type_ids.shape != input_ids.shape:
+            raise ValueError(f"input_ids, attention_mask and token_type_ids must share one [N, S] "
+                             f"shape, got {input_ids.shape}, {attention_mask.shape}, "
+                             f"{token_type_ids.shape}")
+        default = exits.default_threshold(self.policy)
+        thresholds = (np.full(len(input_ids), default, np.float32) if thresholds is None
+                      else np.asarray(thresholds, np.float32))
+        if thresholds.shape != (len(input_ids),):
+            raise ValueError(f"thresholds must have shape ({len(input_ids)},), "
+                             f"got {thresholds.shape}")
+        if self.kind == "reference":
+            return self._reference(input_ids, attention_mask, token_type_ids, thresholds,
+                                   self.trace)
+        rows = len(input_ids)
+        lengths = np.maximum(attention_mask.sum(1), 1)
+        order = np.argsort(lengths, kind="stable")
+        pieces = []  # (row indices, device results) in dispatch order; fetched at the end
+        for chunk in self._chunks(order, lengths):
+            width = min(bucket_for(int(lengths[chunk].max()), self.buckets), input_ids.shape[1])
+            width = max(width, int(lengths[chunk].max()))
+            capacity = self._capacity(len(chunk))
+            take = np.concatenate([chunk, np.full(capacity - len(chunk), chunk[0])])
+            args = (input_ids[take, :width], attention_mask[take, :width],
+                    token_type_ids[take, :width], thresholds[take])
+            if self.kind == "full":
+                result = self._full(self.params, *args)
+            else:
+                levels = ((self.batch_size,) if self.kind == "masked"
+                          else halving_levels(self.batch_size, self.min_batch))
+                result = self._program(levels, self.kind == "refill")(
+                    self.params, *args, np.int32(len(chunk)))
+            pieces.append((chunk, result))
+        return _gather(pieces, rows, self.model.config, self.trace)
+
+    def _chunks(self, order: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+        if self.kind != "refill":
+            return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        # one queue per sequence bucket (rows of a queue share a width), split at the queue size
+        widths = np.array([bucket_for(int(n), self.buckets) for n in lengths[order]])
+        limit = self.batch_size * self.queue_batches
+        chunks = []
+        for width in np.unique(widths):
+            group = order[widths == width]
+            chunks += [group[i:i + limit] for i in range(0, len(group), limit)]
+        return chunks
+
+    def _capacity(self, rows: int) -> int:
+        """Queue rows padded to B x a power of two, so a stream compiles a handful of programs."""
+        if self.kind != "refill":
+            return self.batch_size
+        batches = 1
+        while batches * self.batch_size < rows:
+            batches *= 2
+        return batches * self.batch_size
+
+
+def _gather(pieces: list[tuple[np.ndarray, Results]], rows: int, config: Any,
+            keep_trace: bool) -> Results:
+    out = Results(np.zeros(rows, np.int32), np.zeros(rows, np.int32),
+                  np.zeros((rows, config.num_labels), np.float32),
+                  np.zeros((rows, config.num_hidden_layers, config.num_labels), np.float32)
+                  if keep_trace else None)
+    for chunk, result in pieces:
+        result = jax.device_get(result)
+        n = len(chunk)
+        out.layer[chunk] = result.layer[:n]
+        out.prediction[chunk] = result.prediction[:n]
+        out.probs[chunk] = result.probs[:n]
+        if keep_trace:
+            out.trace[chunk] = result.trace[:n]
+    return out
