@@ -417,62 +417,69 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
 
     step = int(state.step)
     bar = tqdm(total=total, initial=step, disable=not t.progress, unit="batch", dynamic_ncols=True)
-    with open(metrics_path, "a") as metrics_file:
-        def write(record: dict) -> None:
-            metrics_file.write(json.dumps(record) + "\n")
-            metrics_file.flush()
+    try:
+        with open(metrics_path, "a") as metrics_file:
+            def write(record: dict) -> None:
+                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.flush()
 
-        tick, seen = time.perf_counter(), 0
-        while step < total:
-            epoch, start = divmod(step, spe)
-            for batch in data_lib.train_batches(encoded["train"], t.batch_size, config.seed, epoch,
-                                                buckets, start):
-                batch.pop("index")
-                state, out = train_step(state, batch)
-                step += 1
-                seen += int(batch["weight"].sum())
-                bar.update(1)
-                if step % t.log_every == 0 or step == total:
-                    loss = float(out["loss"])
-                    if not np.isfinite(loss):
-                        raise FloatingPointError(f"loss is {loss} at step {step}; the last good "
-                                                 f"checkpoint in {workdir / 'checkpoints'} is intact")
-                    rate = seen / (time.perf_counter() - tick)
-                    bar.set_postfix(loss=f"{loss:.4f}", texts_per_s=f"{rate:.0f}")
-                    write({"step": step, "epoch": epoch, "loss": loss, "texts_per_s": rate,
-                           "exit_weights": np.asarray(out["weights"]).round(4).tolist()})
-                    tick, seen = time.perf_counter(), 0
-                if t.checkpoint_every and step % t.checkpoint_every == 0 and step % spe:
+            tick, seen = time.perf_counter(), 0
+            while step < total:
+                epoch, start = divmod(step, spe)
+                for batch in data_lib.train_batches(encoded["train"], t.batch_size, config.seed, epoch,
+                                                    buckets, start):
+                    batch.pop("index")
+                    state, out = train_step(state, batch)
+                    step += 1
+                    seen += int(batch["weight"].sum())
+                    bar.update(1)
+                    saving = bool(t.checkpoint_every and step % t.checkpoint_every == 0 and step % spe)
+                    if step % t.log_every == 0 or step == total or saving or step % spe == 0:
+                        loss = float(out["loss"])  # checked before anything is saved
+                        if not np.isfinite(loss):
+                            raise FloatingPointError(f"loss is {loss} at step {step}; the last good "
+                                                     f"checkpoint in {workdir / 'checkpoints'} is intact")
+                    if step % t.log_every == 0 or step == total:
+                        rate = seen / (time.perf_counter() - tick)
+                        bar.set_postfix(loss=f"{loss:.4f}", texts_per_s=f"{rate:.0f}")
+                        write({"step": step, "epoch": epoch, "loss": loss, "texts_per_s": rate,
+                               "exit_weights": np.asarray(out["weights"]).round(4).tolist()})
+                        tick, seen = time.perf_counter(), 0
+                    if saving:
+                        save_latest()
+                    if step == total or step == stop_at_step:
+                        break
+                if step == stop_at_step:
+                    bar.close()
+                    latest.close()
+                    best.close()
+                    return {"stopped_at": step}
+                if step % spe == 0 or step == total:
+                    probs = exit_probabilities(prob_fn, state.params["model"], encoded["validation"],
+                                               t.eval_batch_size, buckets)
+                    val = exit_metrics(probs, encoded["validation"].labels, policy)
+                    improved = val[t.select_metric] > best_metric
+                    if improved:
+                        best_metric = val[t.select_metric]
+                        best.save(step, args=ocp.args.Composite(
+                            params=ocp.args.StandardSave(state.params["model"]),
+                            meta=ocp.args.JsonSave({"epoch": epoch, "validation": val})), force=True)
+                    write({"step": step, "epoch": epoch, "split": "validation", "best": improved, **val})
+                    log.info("epoch %d validation: accuracy %.4f macro-F1 %.4f %s %.4f at cost %.3f",
+                             epoch, val["accuracy"], val["macro_f1"], policy.name,
+                             val["policy_accuracy"], val["policy_cost"])
                     save_latest()
-                if step == total or step == stop_at_step:
-                    break
-            if step == stop_at_step:
-                bar.close()
-                latest.close()
-                best.close()
-                return {"stopped_at": step}
-            if step % spe == 0 or step == total:
-                probs = exit_probabilities(prob_fn, state.params["model"], encoded["validation"],
-                                           t.eval_batch_size, buckets)
-                val = exit_metrics(probs, encoded["validation"].labels, policy)
-                improved = val[t.select_metric] > best_metric
-                if improved:
-                    best_metric = val[t.select_metric]
-                    best.save(step, args=ocp.args.Composite(
-                        params=ocp.args.StandardSave(state.params["model"]),
-                        meta=ocp.args.JsonSave({"epoch": epoch, "validation": val})), force=True)
-                write({"step": step, "epoch": epoch, "split": "validation", "best": improved, **val})
-                log.info("epoch %d validation: accuracy %.4f macro-F1 %.4f %s %.4f at cost %.3f",
-                         epoch, val["accuracy"], val["macro_f1"], policy.name,
-                         val["policy_accuracy"], val["policy_cost"])
-                save_latest()
-        bar.close()
-        latest.wait_until_finished()
-        best.wait_until_finished()
-        _, best_params, _ = restore_best_params(workdir)
-        probs = exit_probabilities(prob_fn, best_params, encoded["test"], t.eval_batch_size, buckets)
-        test = exit_metrics(probs, encoded["test"].labels, policy)
-        write({"step": step, "split": "test", **test})
+            bar.close()
+            latest.wait_until_finished()
+            best.wait_until_finished()
+            _, best_params, _ = restore_best_params(workdir)
+            probs = exit_probabilities(prob_fn, best_params, encoded["test"], t.eval_batch_size, buckets)
+            test = exit_metrics(probs, encoded["test"].labels, policy)
+            write({"step": step, "split": "test", **test})
+    except BaseException:  # a failed run still releases Orbax's background threads
+        latest.close()
+        best.close()
+        raise
     latest.close()
     best.close()
     log.info("test (best checkpoint): accuracy %.4f macro-F1 %.4f", test["accuracy"], test["macro_f1"])

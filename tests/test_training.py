@@ -124,3 +124,24 @@ def test_cli_train_override_and_infer(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     rows = [json.loads(line) for line in run.stdout.splitlines()]
     assert [r["id"] for r in rows] == [0, 1] and all("exit_layer" in r for r in rows)
+
+
+def test_nan_loss_stops_with_last_good_checkpoint(tmp_path):
+    """A diverging run (absurd lr) stops with a clear error; nothing non-finite is saved."""
+    config = tiny(**{"train.lr": 1e30, "train.checkpoint_every": 1, "train.log_every": 100})
+    with pytest.raises(FloatingPointError, match="last good checkpoint") as error:
+        training.train_and_evaluate(config, tmp_path / "nan")
+    bad_step = int(str(error.value).split("at step ")[1].split(";")[0])
+    saved = [int(p.name) for p in (tmp_path / "nan" / "checkpoints").iterdir() if p.name.isdigit()]
+    assert saved and max(saved) < bad_step, (saved, bad_step)
+    assert not (tmp_path / "nan" / "best").exists() or not any((tmp_path / "nan" / "best").iterdir())
+
+
+def test_same_seed_same_metrics_and_predictions(tmp_path):
+    """Determinism on CPU: two runs of one config give identical metrics and predictions."""
+    config = tiny(**{"train.epochs": 1})
+    runs = [training.train_and_evaluate(config, tmp_path / name) for name in ("a", "b")]
+    assert runs[0] == runs[1]
+    texts = ["Profit rose.", "Costs fell by 5 %.", "The board met."]
+    rows = [Predictor.from_workdir(tmp_path / name).predict(texts, trace=True) for name in "ab"]
+    assert rows[0] == rows[1]
