@@ -11,7 +11,9 @@ histogram) goes to stderr.
 """
 
 import contextlib
+import io
 import json
+import os
 import sys
 
 from absl import app, flags
@@ -20,11 +22,15 @@ from absl import logging as absl_logging
 flags.DEFINE_string("checkpoint", None, "A workdir written by train.py.", required=True)
 flags.DEFINE_string("input", None, "A .txt/.csv/.tsv/.jsonl file (default: arguments or stdin).")
 flags.DEFINE_string("column", "text", "Text column of a .csv/.tsv/.jsonl input.")
+flags.DEFINE_string("encoding", "utf-8", "Encoding of --input/stdin (undecodable bytes become U+FFFD).")
+flags.DEFINE_enum("bad_rows", "mark", ["mark", "error"], "An input row with no text (bad CSV/JSONL "
+                  "row): 'mark' writes a row with an error field, 'error' stops there.")
 flags.DEFINE_string("output", None, "Output file (default: stdout).")
 flags.DEFINE_enum("format", "jsonl", ["jsonl", "csv"], "Output format.")
 flags.DEFINE_enum("engine", "refill", ["reference", "full", "masked", "compact", "refill"],
                   "Early-exit engine (all give the same rows; refill is fastest on ALBERT).")
 flags.DEFINE_integer("batch_size", 64, "Engine slots / rows per batch.")
+flags.DEFINE_integer("devices", 0, "Local devices that share the rows (0: all of this host's).")
 flags.DEFINE_integer("chunk", 8192, "Texts held in memory at a time.")
 flags.DEFINE_string("policy", None, "Exit policy: cwb, entropy, raw_entropy, patience, max_prob, "
                     "static (default: the checkpoint's).")
@@ -47,15 +53,17 @@ def main(argv):
 
     try:
         predictor = Predictor.from_workdir(
-            FLAGS.checkpoint, engine=FLAGS.engine, batch_size=FLAGS.batch_size, name=FLAGS.policy,
+            FLAGS.checkpoint, engine=FLAGS.engine, batch_size=FLAGS.batch_size,
+            devices=FLAGS.devices, name=FLAGS.policy,
             threshold=FLAGS.threshold, window=FLAGS.window, margin=FLAGS.margin,
             variant=FLAGS.variant, patience=FLAGS.patience, layer=FLAGS.layer)
         if FLAGS.input:
-            texts = read_texts(FLAGS.input, FLAGS.column)
+            texts = read_texts(FLAGS.input, FLAGS.column, FLAGS.encoding, FLAGS.bad_rows)
         elif len(argv) > 1:
             texts = iter(argv[1:])
-        else:
-            texts = (line.rstrip("\r\n") for line in sys.stdin)
+        else:  # lines end at \n only, as in read_texts; bytes that do not decode become U+FFFD
+            stdin = io.TextIOWrapper(sys.stdin.buffer, FLAGS.encoding, errors="replace", newline="\n")
+            texts = (line.removesuffix("\n").removesuffix("\r") for line in stdin)
         summary = Summary(predictor.model.config.num_hidden_layers)
         rows = ({"id": i, **row} for i, row in enumerate(
             predictor.stream(texts, chunk=FLAGS.chunk, trace=FLAGS.trace)))
@@ -67,9 +75,13 @@ def main(argv):
                 summary.add(row)
                 progress.update()
             progress.close()
-    except (DataError, ValueError, FileNotFoundError) as error:
+    except BrokenPipeError:  # e.g. `infer.py ... | head`: stop quietly, as other CLI tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except (DataError, ValueError, OSError, LookupError) as error:  # LookupError: unknown encoding
         sys.exit(f"infer.py: error: {error}")
     report = {"engine": predictor.engine_for(FLAGS.trace).kind, "policy": predictor.policy.name,
+              "devices": predictor.engine_for(FLAGS.trace).devices,
               **summary.report()}
     print(json.dumps(report), file=sys.stderr)
 

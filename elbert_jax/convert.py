@@ -280,20 +280,33 @@ def read_state_dict(folder: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def load_pretrained(name_or_path: str | os.PathLike, num_labels: int | None = None, *,
-                    seed: int = 0, **config_overrides: Any) -> tuple[ElbertModel, Params]:
+                    seed: int = 0, new_head: bool = False,
+                    **config_overrides: Any) -> tuple[ElbertModel, Params]:
     """Model and float32 params from a transformers ALBERT/BERT checkpoint (folder or hub id).
 
-    ``num_labels`` defaults to the checkpoint's label count. ``config_overrides`` set
-    ``EncoderConfig`` fields such as ``dtype="bfloat16"``, ``head_per_layer=True`` or dropouts.
-    The exit head's pooler and classifier come from the checkpoint when it has them; otherwise
-    they are initialised from ``seed`` and a warning names them.
+    ``num_labels`` defaults to the checkpoint's label count; a checkpoint whose classifier has a
+    different count is refused (its head would be meaningless) unless ``new_head`` asks for a
+    fresh classifier. ``config_overrides`` set ``EncoderConfig`` fields such as
+    ``dtype="bfloat16"``, ``head_per_layer=True`` or dropouts. The exit head's pooler and
+    classifier come from the checkpoint when it has them; otherwise they are initialised from
+    ``seed`` and a warning names them.
     """
     import transformers
 
     folder = _resolve(name_or_path)
     hf_config = transformers.AutoConfig.from_pretrained(folder)
     config = config_from_hf(hf_config, num_labels, **config_overrides)
-    params, report = params_from_state_dict(config, read_state_dict(folder), seed, str(folder))
+    state = read_state_dict(folder)
+    head = {k: v for k, v in state.items() if k.startswith("classifier.")}
+    if "classifier.weight" in head and (new_head or head["classifier.weight"].shape[0] != config.num_labels):
+        if not new_head:
+            names = list((hf_config.to_dict().get("id2label") or {}).values())
+            raise ValueError(f"{folder}: the checkpoint's classifier has num_labels="
+                             f"{head['classifier.weight'].shape[0]} {names} but num_labels="
+                             f"{config.num_labels} was asked for; use matching labels, or "
+                             "new_head=True (config model.new_head) for a fresh classifier")
+        state = {k: v for k, v in state.items() if k not in head}
+    params, report = params_from_state_dict(config, state, seed, str(folder))
     if report["initialised"]:
         log.warning("%s: exit head initialised from seed %d (not in the checkpoint): %s", folder,
                     seed, ", ".join(report["initialised"]))

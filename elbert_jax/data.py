@@ -10,7 +10,10 @@ from __future__ import annotations
 import bisect
 import csv
 import dataclasses
+import io
 import json
+import logging
+import re
 import zipfile
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
@@ -22,10 +25,64 @@ import numpy as np
 PHRASEBANK_LABELS = ("negative", "neutral", "positive")
 PHRASEBANK_SUBSETS = ("50Agree", "66Agree", "75Agree", "AllAgree")
 PHRASEBANK_HUB = ("takala/financial_phrasebank", "data/FinancialPhraseBank-v1.0.zip")
+BAD_ROWS = ("error", "skip")
+
+log = logging.getLogger("elbert_jax")
 
 
 class DataError(ValueError):
     """Bad input data; the message names the file and line."""
+
+
+@dataclasses.dataclass
+class BadRows:
+    """Rows the readers could not use, collected over every file so that one run reports them all.
+
+    ``check`` then stops with a ``DataError`` giving counts per reason and the first rows (file:line),
+    or, with ``mode="skip"``, logs the same report and lets the run go on without those rows.
+    """
+
+    mode: str = "error"
+    rows: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)  # where, reason, detail
+
+    def __post_init__(self) -> None:
+        if self.mode not in BAD_ROWS:
+            raise ValueError(f"bad_rows={self.mode!r} is not one of {BAD_ROWS}")
+
+    def add(self, where: str, reason: str, detail: str = "") -> None:
+        self.rows.append((where, reason, detail))
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(reason for _, reason, _ in self.rows))
+
+    def check(self) -> None:
+        if not self.rows:
+            return
+        counts = ", ".join(f"{n} {reason}" for reason, n in self.counts().items())
+        first = "; ".join(f"{where}: {reason}{' ' + detail if detail else ''}"
+                          for where, reason, detail in self.rows[:5])
+        report = f"{len(self.rows)} bad rows ({counts}); first: {first}"
+        if self.mode == "skip":
+            log.warning("skipped %s", report)
+        else:
+            raise DataError(f"{report}. Fix them, or set data.bad_rows='skip' to leave them out")
+
+
+def _checked(bad: BadRows | None) -> tuple[BadRows, bool]:
+    """The caller's collector (it checks), or a strict one this reader checks itself."""
+    return (bad, False) if bad is not None else (BadRows(), True)
+
+
+def _decode_utf8(raw: bytes) -> str:
+    """UTF-8 (a BOM is dropped); undecodable bytes become lone surrogates, flagged per row later."""
+    return raw.decode("utf-8-sig", errors="surrogateescape")
+
+
+_SURROGATE_ESCAPES = re.compile("[\udc80-\udcff]")
+
+
+def _undecodable(*values: Any) -> bool:
+    return any(isinstance(v, str) and _SURROGATE_ESCAPES.search(v) for v in values)
 
 
 @dataclasses.dataclass
@@ -53,8 +110,12 @@ class Splits:
 
 # ---------------------------------------------------------------- Financial PhraseBank
 
-def parse_phrasebank(lines: Sequence[str], source: str) -> TextSet:
-    """``sentence@label`` lines (the label after the last ``@``); blank lines are skipped."""
+def parse_phrasebank(lines: Sequence[str], source: str, bad: BadRows | None = None) -> TextSet:
+    """``sentence@label`` lines (the label after the last ``@``); blank lines are skipped.
+
+    A line without ``@``, with an empty sentence, or with a label outside the three is a bad row.
+    """
+    bad, check = _checked(bad)
     texts, labels = [], []
     for number, line in enumerate(lines, 1):
         line = line.rstrip("\r\n")
@@ -62,16 +123,22 @@ def parse_phrasebank(lines: Sequence[str], source: str) -> TextSet:
             continue
         text, sep, label = line.rpartition("@")
         label = label.strip()
-        if not sep or not text.strip():
-            raise DataError(f"{source}:{number}: expected 'sentence@label', got {line[:80]!r}")
-        if label not in PHRASEBANK_LABELS:
-            raise DataError(f"{source}:{number}: label {label!r} is not one of {PHRASEBANK_LABELS}")
-        texts.append(text.strip())
-        labels.append(PHRASEBANK_LABELS.index(label))
+        where = f"{source}:{number}"
+        if not sep:
+            bad.add(where, "no '@' before the label", repr(line[:60]))
+        elif not text.strip():
+            bad.add(where, "empty sentence")
+        elif label not in PHRASEBANK_LABELS:
+            bad.add(where, f"label not in {PHRASEBANK_LABELS}", repr(label[:30]))
+        else:
+            texts.append(text.strip())
+            labels.append(PHRASEBANK_LABELS.index(label))
+    if check:
+        bad.check()
     return TextSet(texts, np.array(labels, np.int32))
 
 
-def read_phrasebank(path: str | Path, subset: str = "50Agree") -> TextSet:
+def read_phrasebank(path: str | Path, subset: str = "50Agree", bad: BadRows | None = None) -> TextSet:
     """``Sentences_<subset>.txt`` from a folder (searched recursively) or the original zip."""
     if subset not in PHRASEBANK_SUBSETS:
         raise ValueError(f"PhraseBank subset {subset!r} is not one of {PHRASEBANK_SUBSETS}")
@@ -89,7 +156,10 @@ def read_phrasebank(path: str | Path, subset: str = "50Agree") -> TextSet:
         if not found:
             raise FileNotFoundError(f"{path}: no {name} found (pass the PhraseBank folder or zip)")
         raw, source = found[0].read_bytes(), str(found[0])
-    return parse_phrasebank(raw.decode("latin-1").splitlines(), source)
+    # the release is latin-1 with CRLF; split on line breaks only (str.splitlines also splits on
+    # \x0b, \x1c, \x85, ... which latin-1 text may contain inside a sentence)
+    lines = raw.decode("latin-1").replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return parse_phrasebank(lines, source, bad)
 
 
 def download_phrasebank() -> Path:
@@ -123,72 +193,137 @@ def deduplicate(data: TextSet) -> tuple[TextSet, dict[str, int]]:
 
 # ---------------------------------------------------------------- generic sources
 
-def _label_index(value: Any, label_names: list[str] | None, source: str) -> int | str:
+def _label_index(value: Any, label_names: list[str] | None) -> int | str | None:
+    """The label's id (names or integer ids), the raw value when names are not known yet, or None."""
     if label_names is None:
         return value
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        if 0 <= int(value) < len(label_names):
-            return int(value)
-    elif str(value) in label_names:
+        return int(value) if 0 <= int(value) < len(label_names) else None
+    if str(value) in label_names:
         return label_names.index(str(value))
-    elif str(value).strip().lstrip("-").isdigit() and 0 <= int(value) < len(label_names):
-        return int(value)
-    raise DataError(f"{source}: label {value!r} is not one of {label_names}")
+    digits = str(value).strip()
+    if digits.isdigit() and int(digits) < len(label_names):
+        return int(digits)
+    return None
 
 
 def _to_textset(rows: list[tuple[str, Any, str | None]], label_names: list[str] | None,
-                sources: list[str]) -> tuple[TextSet, list[str]]:
-    raw = [_label_index(label, label_names, src) for (_, label, _), src in zip(rows, sources)]
+                sources: list[str], bad: BadRows) -> tuple[TextSet, list[str]]:
+    kept, raw = [], []
+    for row, where in zip(rows, sources):
+        index = _label_index(row[1], label_names)
+        if index is None:
+            bad.add(where, f"label not in {label_names}", repr(row[1])[:30])
+        else:
+            kept.append(row)
+            raw.append(index)
     if label_names is None:
         label_names = sorted({str(v) for v in raw})
         raw = [label_names.index(str(v)) for v in raw]
-    has_pairs = any(pair is not None for _, _, pair in rows)
-    pairs = [pair or "" for _, _, pair in rows] if has_pairs else None
-    return TextSet([t for t, _, _ in rows], np.array(raw, np.int32), pairs), label_names
+    has_pairs = any(pair is not None for _, _, pair in kept)
+    pairs = [pair or "" for _, _, pair in kept] if has_pairs else None
+    return TextSet([t for t, _, _ in kept], np.array(raw, np.int32), pairs), label_names
+
+
+def _records(path: Path, raw: bytes, suffix: str, columns: list[str], bad: BadRows
+             ) -> Iterator[tuple[int, dict]]:
+    """(first line, record) of a .csv/.tsv/.jsonl file; unreadable rows go to ``bad``."""
+    if suffix in (".csv", ".tsv"):
+        handle = io.StringIO(_decode_utf8(raw), newline="")
+        for number, record in csv_records(handle, path, columns, suffix == ".tsv"):
+            if isinstance(record, str):
+                bad.add(f"{path}:{number}", record)
+            else:
+                yield number, record
+        return
+    for number, line in enumerate(raw.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.decode("utf-8-sig" if number == 1 else "utf-8"))
+        except UnicodeDecodeError:
+            bad.add(f"{path}:{number}", "invalid UTF-8")
+            continue
+        except json.JSONDecodeError as err:
+            bad.add(f"{path}:{number}", "not JSON", err.msg)
+            continue
+        if not isinstance(record, dict):
+            bad.add(f"{path}:{number}", "not a JSON object", type(record).__name__)
+        else:
+            yield number, record
+
+
+CSV_FIELD_LIMIT = 1 << 26  # 64 MiB: a long text is fine, an unclosed quote is still caught
+
+
+def csv_records(handle: Any, path: Path, columns: Sequence[str], tabs: bool = False
+                ) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """(first line, record) of a CSV/TSV text handle, or (first line, reason) for a row whose field
+    count differs from the header's; nothing for an empty file. A header without one of
+    ``columns``, or CSV that cannot be parsed (an unclosed quote), raises ``DataError``."""
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
+    reader = csv.DictReader(handle, delimiter="\t" if tabs else ",")
+    first = 1
+    try:
+        if reader.fieldnames is None:
+            return
+        missing = [c for c in columns if c not in reader.fieldnames]
+        if missing:
+            raise DataError(f"{path}:1: missing column(s) {missing}; header has {reader.fieldnames}")
+        first = reader.line_num + 1
+        for record in reader:
+            if None in record:
+                yield first, "more fields than the header (an unquoted delimiter?)"
+            elif any(record[c] is None for c in columns):
+                yield first, "fewer fields than the header"
+            else:
+                yield first, record
+            first = reader.line_num + 1
+    except csv.Error as err:
+        raise DataError(f"{path}:{first}: malformed CSV ({err})") from None
 
 
 def read_table(path: str | Path, text_column: str = "text", label_column: str = "label",
-               pair_column: str | None = None, label_names: list[str] | None = None
-               ) -> tuple[TextSet, list[str]]:
-    """A .csv/.tsv (header row) or .jsonl file; labels as names or integer ids."""
+               pair_column: str | None = None, label_names: list[str] | None = None,
+               bad: BadRows | None = None) -> tuple[TextSet, list[str]]:
+    """A .csv/.tsv (header row) or .jsonl file; labels as names or integer ids.
+
+    Text must be UTF-8 (a BOM is fine). Rows with invalid UTF-8, a missing or empty text or label,
+    a label outside ``label_names``, the wrong number of CSV fields, or a JSONL line that is not an
+    object are bad rows (see ``BadRows``); a missing column in the header is an error at once.
+    """
+    bad, check = _checked(bad)
     path = Path(path).expanduser()
-    rows, sources = [], []
     suffix = path.suffix.lower()
-    with open(path, encoding="utf-8", newline="") as f:
-        if suffix in (".csv", ".tsv"):
-            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-            records = ((reader.line_num, r) for r in reader)
-            wanted = [c for c in (text_column, label_column, pair_column) if c]
-            missing = [c for c in wanted if c not in (reader.fieldnames or [])]
-            if missing:
-                raise DataError(f"{path}:1: missing column(s) {missing}; header has {reader.fieldnames}")
-        elif suffix in (".jsonl", ".json"):
-            def parse():
-                for number, line in enumerate(f, 1):
-                    if line.strip():
-                        try:
-                            record = json.loads(line)
-                        except json.JSONDecodeError as err:
-                            raise DataError(f"{path}:{number}: not JSON ({err.msg})") from None
-                        if not isinstance(record, dict):
-                            raise DataError(f"{path}:{number}: expected a JSON object")
-                        yield number, record
-            records = parse()
+    if suffix not in (".csv", ".tsv", ".jsonl", ".json"):
+        raise DataError(f"{path}: unsupported file type {suffix!r} (.csv, .tsv, .jsonl)")
+    columns = [c for c in (text_column, label_column, pair_column) if c]
+    rows, sources = [], []
+    for number, record in _records(path, path.read_bytes(), suffix, columns, bad):
+        where = f"{path}:{number}"
+        text, label = record.get(text_column), record.get(label_column)
+        pair = record.get(pair_column) if pair_column else None
+        if _undecodable(text, label, pair):
+            bad.add(where, "invalid UTF-8")
+        elif not isinstance(text, str) or not text.strip():
+            bad.add(where, f"empty or missing {text_column!r}")
+        elif label is None or label == "":
+            bad.add(where, f"empty or missing {label_column!r}")
+        elif pair_column and pair is not None and not isinstance(pair, str):
+            bad.add(where, f"{pair_column!r} is not text")
         else:
-            raise DataError(f"{path}: unsupported file type {suffix!r} (.csv, .tsv, .jsonl)")
-        for number, record in records:
-            where = f"{path}:{number}"
-            if record.get(text_column) is None or record.get(label_column) in (None, ""):
-                raise DataError(f"{where}: missing {text_column!r} or {label_column!r}")
-            pair = record.get(pair_column) if pair_column else None
-            rows.append((str(record[text_column]), record[label_column], pair))
+            rows.append((text, label, pair))
             sources.append(where)
-    return _to_textset(rows, label_names, sources)
+    result = _to_textset(rows, label_names, sources, bad)
+    if check:
+        bad.check()
+    return result
 
 
 def load_hub_dataset(name: str, split: str, config_name: str | None = None,
                      text_column: str = "sentence", label_column: str = "label",
-                     pair_column: str | None = None) -> tuple[TextSet, list[str]]:
+                     pair_column: str | None = None, bad: BadRows | None = None
+                     ) -> tuple[TextSet, list[str]]:
     """A split of a `datasets` dataset (e.g. ``glue``/``sst2``); class names from its features."""
     import datasets
 
@@ -197,7 +332,11 @@ def load_hub_dataset(name: str, split: str, config_name: str | None = None,
     names = list(feature.names) if hasattr(feature, "names") else None
     rows = [(str(r[text_column]), r[label_column], r[pair_column] if pair_column else None)
             for r in ds]
-    return _to_textset(rows, names, [f"{name}[{split}] row {i}" for i in range(len(rows))])
+    bad, check = _checked(bad)
+    result = _to_textset(rows, names, [f"{name}[{split}] row {i}" for i in range(len(rows))], bad)
+    if check:
+        bad.check()
+    return result
 
 
 # ---------------------------------------------------------------- splits

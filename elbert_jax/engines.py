@@ -255,6 +255,7 @@ class Engine:
     min_batch: int = 8
     queue_batches: int = 64
     trace: bool = False
+    mesh: jax.sharding.Mesh | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ENGINES:
@@ -267,16 +268,29 @@ class Engine:
         self._programs: dict[tuple, Callable] = {}
         self._reference = _Reference(self.model, self.policy, self.params)
 
-    def _program(self, levels: tuple[int, ...], per_row_depth: bool) -> Callable:
+    @property
+    def devices(self) -> int:
+        """Devices the rows are split over (``mesh``'s size; 1 without a mesh)."""
+        return 1 if self.mesh is None else self.mesh.size
+
+    def _program(self, levels: tuple[int, ...] | None, per_row_depth: bool = False) -> Callable:
+        """The jitted engine; with a mesh, every device runs it on its own rows (``shard_map``,
+        no communication: each device's loop stops when its own rows have exited)."""
         key = (levels, per_row_depth)
         if key not in self._programs:
-            self._programs[key] = jax.jit(functools.partial(
-                early_exit, self.model, self.policy, levels, per_row_depth, self.trace))
+            if levels is None:
+                fn = functools.partial(full_depth, self.model, self.policy, self.trace)
+            else:
+                fn = functools.partial(early_exit, self.model, self.policy, levels, per_row_depth,
+                                       self.trace)
+            if self.mesh is not None:
+                rows = jax.sharding.PartitionSpec(self.mesh.axis_names)
+                local = fn if levels is None else (lambda *a, f=fn: f(*a[:-1], a[-1][0]))
+                fn = jax.shard_map(local, mesh=self.mesh, out_specs=rows, check_vma=False,
+                                   in_specs=(jax.sharding.PartitionSpec(),)
+                                   + (rows,) * (4 if levels is None else 5))
+            self._programs[key] = jax.jit(fn)
         return self._programs[key]
-
-    @functools.cached_property
-    def _full(self) -> Callable:
-        return jax.jit(functools.partial(full_depth, self.model, self.policy, self.trace))
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray,
                  token_type_ids: np.ndarray | None = None,
@@ -307,22 +321,30 @@ class Engine:
         rows = len(input_ids)
         lengths = np.maximum(attention_mask.sum(1), 1)
         order = np.argsort(lengths, kind="stable")
-        pieces = []  # (row indices, device results) in dispatch order; fetched at the end
-        for chunk in self._chunks(order, lengths):
-            width = min(bucket_for(int(lengths[chunk].max()), self.buckets), input_ids.shape[1])
-            width = max(width, int(lengths[chunk].max()))
-            capacity = self._capacity(len(chunk))
-            take = np.concatenate([chunk, np.full(capacity - len(chunk), chunk[0])])
+        chunks, devices = self._chunks(order, lengths), self.devices
+        if devices > 1 and self.kind == "refill":  # each device gets a share of every queue
+            chunks = [part for chunk in chunks for part in np.array_split(chunk, devices)]
+        pieces = []  # (device results, [(row indices, offset in the results)]); fetched at the end
+        for first in range(0, len(chunks), devices):
+            group = chunks[first:first + devices]
+            group += [group[0][:0]] * (devices - len(group))  # idle devices get no rows
+            longest = int(max(lengths[chunk].max() for chunk in group if len(chunk)))
+            width = max(min(bucket_for(longest, self.buckets), input_ids.shape[1]), longest)
+            capacity = max(self._capacity(len(chunk)) for chunk in group)
+            filler = next(int(chunk[0]) for chunk in group if len(chunk))
+            take = np.concatenate([np.concatenate([chunk, np.full(capacity - len(chunk), filler)])
+                                   for chunk in group])
             args = (input_ids[take, :width], attention_mask[take, :width],
                     token_type_ids[take, :width], thresholds[take])
+            num_valid = np.array([len(chunk) for chunk in group], np.int32)
             if self.kind == "full":
-                result = self._full(self.params, *args)
+                result = self._program(None)(self.params, *args)
             else:
                 levels = ((self.batch_size,) if self.kind == "masked"
                           else halving_levels(self.batch_size, self.min_batch))
                 result = self._program(levels, self.kind == "refill")(
-                    self.params, *args, np.int32(len(chunk)))
-            pieces.append((chunk, result))
+                    self.params, *args, num_valid if self.mesh is not None else num_valid[0])
+            pieces.append((result, [(chunk, d * capacity) for d, chunk in enumerate(group)]))
         return _gather(pieces, rows, self.model.config, self.trace)
 
     def _chunks(self, order: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
@@ -347,18 +369,19 @@ class Engine:
         return batches * self.batch_size
 
 
-def _gather(pieces: list[tuple[np.ndarray, Results]], rows: int, config: Any,
+def _gather(pieces: list[tuple[Results, list[tuple[np.ndarray, int]]]], rows: int, config: Any,
             keep_trace: bool) -> Results:
     out = Results(np.zeros(rows, np.int32), np.zeros(rows, np.int32),
                   np.zeros((rows, config.num_labels), np.float32),
                   np.zeros((rows, config.num_hidden_layers, config.num_labels), np.float32)
                   if keep_trace else None)
-    for chunk, result in pieces:
+    for result, placed in pieces:
         result = jax.device_get(result)
-        n = len(chunk)
-        out.layer[chunk] = result.layer[:n]
-        out.prediction[chunk] = result.prediction[:n]
-        out.probs[chunk] = result.probs[:n]
-        if keep_trace:
-            out.trace[chunk] = result.trace[:n]
+        for chunk, offset in placed:
+            where = slice(offset, offset + len(chunk))
+            out.layer[chunk] = result.layer[where]
+            out.prediction[chunk] = result.prediction[where]
+            out.probs[chunk] = result.probs[where]
+            if keep_trace:
+                out.trace[chunk] = result.trace[where]
     return out

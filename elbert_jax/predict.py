@@ -14,10 +14,12 @@ import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
-from elbert_jax import exits
-from elbert_jax.data import DataError
+import jax
+
+from elbert_jax import exits, parallel
+from elbert_jax.data import DataError, csv_records
 from elbert_jax.engines import Engine, Results
 from elbert_jax.model import ElbertModel, Params
 from elbert_jax.tokenizer import Tokenizer, load_tokenizer
@@ -38,12 +40,14 @@ class Predictor:
     buckets: Sequence[int] = (16, 32, 64)
     engine: str = "refill"
     batch_size: int = 64
+    mesh: jax.sharding.Mesh | None = None
 
     @classmethod
     def from_workdir(cls, workdir: str | Path, engine: str = "refill", batch_size: int = 64,
-                     **policy_overrides: Any) -> "Predictor":
+                     devices: int = 0, **policy_overrides: Any) -> "Predictor":
         """The workdir's best checkpoint and exit policy; ``policy_overrides`` (``name``,
-        ``threshold``, ``window``, ...) replace the policy's fields where not None."""
+        ``threshold``, ``window``, ...) replace the policy's fields where not None. ``devices``:
+        how many of this host's devices share the rows (0: all of them)."""
         from elbert_jax import training  # the trainer's stack (orbax, ml_collections) only here
 
         model, params, meta = training.restore_best_params(workdir)
@@ -52,7 +56,8 @@ class Predictor:
         settings.update({k: v for k, v in policy_overrides.items() if v is not None})
         policy = exits.ExitPolicy(**settings)
         return cls(model, params, load_tokenizer(Path(workdir) / "tokenizer"), meta["label_names"],
-                   policy, meta["max_length"], meta["buckets"], engine, batch_size)
+                   policy, meta["max_length"], meta["buckets"], engine, batch_size,
+                   mesh if (mesh := parallel.data_mesh(devices, local=True)).size > 1 else None)
 
     def __post_init__(self) -> None:
         self._engines: dict[bool, Engine] = {}
@@ -61,7 +66,8 @@ class Predictor:
     def engine_for(self, trace: bool) -> Engine:
         if trace not in self._engines:
             self._engines[trace] = Engine(self.model, self.params, self.policy, self.engine,
-                                          self.batch_size, self.buckets, trace=trace)
+                                          self.batch_size, self.buckets, trace=trace,
+                                          mesh=self.mesh)
         return self._engines[trace]
 
     def run(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
@@ -89,52 +95,101 @@ class Predictor:
             rows.append(row)
         return rows
 
-    def stream(self, texts: Iterable[str], chunk: int = 4096, trace: bool = False
+    def stream(self, texts: Iterable[str | BadInput], chunk: int = 4096, trace: bool = False
                ) -> Iterator[dict[str, Any]]:
-        """Predictions for an arbitrarily long iterable, in order, holding ``chunk`` texts at a time."""
-        buffer: list[str] = []
-        for text in texts:
-            buffer.append(text)
+        """Predictions for an arbitrarily long iterable, in order, holding ``chunk`` texts at a time.
+
+        A ``BadInput`` item (an unreadable row of ``read_texts``) keeps its place as a row with
+        ``label``, ``probs`` and ``exit_layer`` None and ``error`` saying where and why.
+        """
+        buffer: list[str | BadInput] = []
+        items = iter(texts)
+        while True:
+            try:
+                item = next(items)
+            except StopIteration:
+                break
+            except Exception:  # the source failed (e.g. a bad row in "error" mode): rows read so
+                yield from self._flush(buffer, trace)  # far still come out, then the error
+                raise
+            buffer.append(item)
             if len(buffer) == chunk:
-                yield from self.predict(buffer, trace=trace)
+                yield from self._flush(buffer, trace)
                 buffer = []
         if buffer:
-            yield from self.predict(buffer, trace=trace)
+            yield from self._flush(buffer, trace)
+
+    def _flush(self, buffer: list[str | BadInput], trace: bool) -> Iterator[dict[str, Any]]:
+        if not buffer:
+            return
+        good = [item for item in buffer if not isinstance(item, BadInput)]
+        rows = iter(self.predict(good, trace=trace) if good else [])
+        for item in buffer:
+            if isinstance(item, BadInput):
+                yield {"label": None, "probs": None, "exit_layer": None, "error": str(item)}
+            else:
+                yield next(rows)
 
 
-def read_texts(path: str | Path, column: str = "text") -> Iterator[str]:
-    """Texts of a .txt file (one per line) or the ``column`` of a .csv/.tsv/.jsonl file, lazily.
+class BadInput(NamedTuple):
+    """An input row that holds no text to classify (e.g. a JSONL line that is not an object)."""
 
-    Bytes that are not UTF-8 are replaced (U+FFFD), never dropped. A missing column, a JSONL line
-    that is not an object, or a malformed row raises ``DataError`` naming the file and line.
+    where: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"
+
+
+def read_texts(path: str | Path, column: str = "text", encoding: str = "utf-8",
+               bad_rows: str = "mark") -> Iterator[str | BadInput]:
+    """Texts of a .txt file (one per ``\\n``-ended line) or the ``column`` of a .csv/.tsv/.jsonl
+    file, lazily, one item per input row.
+
+    Bytes that do not decode are replaced (U+FFFD), never dropped; a UTF-8 BOM is ignored; ``\\r``
+    before ``\\n`` is stripped, other characters (NUL, U+2028, a lone ``\\r``) stay in the text.
+    A row that holds no text (a CSV row with too few or too many fields, a JSONL line that is
+    blank, not JSON, not an object, or lacks ``column``) is yielded as a ``BadInput`` naming the
+    file and line (``bad_rows="mark"``) or raises ``DataError`` (``"error"``). A missing column
+    in a CSV header raises ``DataError`` at once; an empty file yields nothing.
     """
+    if bad_rows not in ("mark", "error"):
+        raise ValueError(f"bad_rows={bad_rows!r} is not mark or error")
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in INPUT_FORMATS:
         raise DataError(f"{path}: unsupported input type {suffix!r}; use one of {INPUT_FORMATS}")
-    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+    if encoding.replace("-", "").replace("_", "").lower() == "utf8":
+        encoding = "utf-8-sig"
+
+    def bad(number: int, reason: str) -> BadInput:
+        if bad_rows == "error":
+            raise DataError(f"{path}:{number}: {reason}")
+        return BadInput(f"{path}:{number}", reason)
+
+    newline = "" if suffix in (".csv", ".tsv") else "\n"
+    with open(path, encoding=encoding, errors="replace", newline=newline) as handle:
         if suffix == ".txt":
             for line in handle:
-                yield line.rstrip("\r\n")
+                yield line.removesuffix("\n").removesuffix("\r")
         elif suffix == ".jsonl":
             for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    yield bad(number, "blank line (expected a JSON object)")
+                    continue
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as error:
-                    raise DataError(f"{path}:{number}: not JSON ({error.msg})") from None
+                    yield bad(number, f"not JSON ({error.msg})")
+                    continue
                 if not isinstance(record, dict) or column not in record:
-                    raise DataError(f"{path}:{number}: expected a JSON object with a "
-                                    f"{column!r} field")
-                yield "" if record[column] is None else str(record[column])
+                    yield bad(number, f"expected a JSON object with a {column!r} field")
+                    continue
+                value = record[column]
+                yield "" if value is None else value if isinstance(value, str) else json.dumps(value)
         else:
-            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
-            if reader.fieldnames is None or column not in reader.fieldnames:
-                raise DataError(f"{path}:1: no column {column!r} in the header "
-                                f"{reader.fieldnames}")
-            for record in reader:
-                if record[column] is None:
-                    raise DataError(f"{path}:{reader.line_num}: row has no {column!r} field")
-                yield record[column]
+            for number, record in csv_records(handle, path, [column], suffix == ".tsv"):
+                yield bad(number, record) if isinstance(record, str) else record[column]
 
 
 @dataclasses.dataclass
@@ -143,19 +198,27 @@ class Summary:
 
     num_layers: int
     count: int = 0
+    errors: int = 0
+    empty: int = 0
     layer_total: int = 0
     histogram: dict[int, int] = dataclasses.field(default_factory=dict)
     started: float = dataclasses.field(default_factory=time.perf_counter)
 
     def add(self, row: dict[str, Any]) -> None:
         self.count += 1
+        if row.get("error"):
+            self.errors += 1
+            return
+        self.empty += bool(row.get("empty"))
         self.layer_total += row["exit_layer"]
         self.histogram[row["exit_layer"]] = self.histogram.get(row["exit_layer"], 0) + 1
 
     def report(self) -> dict[str, Any]:
         seconds = time.perf_counter() - self.started
-        mean = self.layer_total / self.count if self.count else float("nan")
-        return {"count": self.count, "seconds": round(seconds, 3),
+        classified = self.count - self.errors
+        mean = self.layer_total / classified if classified else float("nan")
+        return {"count": self.count, "errors": self.errors, "empty": self.empty,
+                "seconds": round(seconds, 3),
                 "texts_per_s": round(self.count / seconds, 1) if seconds else None,
                 "mean_exit_layer": round(mean, 4),
                 "computation_cost": round(mean / self.num_layers, 4),
@@ -163,11 +226,11 @@ class Summary:
 
 
 def write_rows(rows: Iterable[dict[str, Any]], handle: TextIO, fmt: str = "jsonl") -> Iterator[dict]:
-    """Writes each row as it comes (JSON lines, or CSV ``id,label,exit_layer,probs,trace,empty``
+    """Writes each row as it comes (JSON lines, or CSV ``id,label,exit_layer,probs,trace,empty,error``
     with lists as JSON) and yields it on, so a caller can count and summarise the same stream."""
     if fmt not in ("jsonl", "csv"):
         raise ValueError(f"output format {fmt!r} is not jsonl or csv")
-    fields = ["id", "label", "exit_layer", "probs", "trace", "empty"]
+    fields = ["id", "label", "exit_layer", "probs", "trace", "empty", "error"]
     writer = csv.writer(handle) if fmt == "csv" else None
     if writer:
         writer.writerow(fields)

@@ -36,8 +36,8 @@ class Tokenizer:
     def lengths(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
                 max_length: int = 64) -> np.ndarray:
         """Token counts (special tokens included, truncated) without padding: for sorting by length."""
-        enc = self.hf(list(texts), list(pairs) if pairs is not None else None, truncation=True,
-                      max_length=max_length, padding=False, return_attention_mask=False,
+        enc = self.hf(clean_texts(texts), clean_texts(pairs) if pairs is not None else None,
+                      truncation=True, max_length=max_length, padding=False, return_attention_mask=False,
                       return_token_type_ids=False)
         return np.array([len(ids) for ids in enc["input_ids"]], np.int32)
 
@@ -49,8 +49,8 @@ class Tokenizer:
             raise TypeError("pass a list of texts, not a single string")
         if pairs is not None and len(pairs) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
-        enc = self.hf(list(texts), list(pairs) if pairs is not None else None, truncation=True,
-                      max_length=max_length, padding=False)
+        enc = self.hf(clean_texts(texts), clean_texts(pairs) if pairs is not None else None,
+                      truncation=True, max_length=max_length, padding=False)
         longest = max((len(ids) for ids in enc["input_ids"]), default=1)
         if pad_to is None:
             sizes = self.buckets(max_length, buckets)
@@ -69,6 +69,21 @@ class Tokenizer:
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         self.hf.save_pretrained(folder)
+
+
+def clean_texts(texts: Sequence[str]) -> list[str]:
+    """Texts the Rust tokenizers accept: lone surrogates (undecodable bytes of a command line, or
+    ``"\\ud800"`` in JSON) become U+FFFD instead of failing the whole batch; non-strings are refused."""
+    out = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"text {i} is a {type(text).__name__}, not a str: {text!r:.60}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        out.append(text)
+    return out
 
 
 def _segments(sequence_ids: list[int | None]) -> np.ndarray:

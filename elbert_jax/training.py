@@ -10,6 +10,8 @@ and dropout keys are pure functions of (seed, step), so a resumed run equals an 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import json
 import logging
 import time
@@ -26,7 +28,7 @@ import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
 from elbert_jax import data as data_lib
-from elbert_jax import demo, exits
+from elbert_jax import demo, exits, parallel
 from elbert_jax.convert import load_pretrained
 from elbert_jax.losses import WEIGHTINGS, init_weight_logits, multi_exit_loss
 from elbert_jax.model import ElbertModel, EncoderConfig, Params, init_params
@@ -45,6 +47,7 @@ def base_config() -> ml_collections.ConfigDict:
         name_or_path="albert-base-v2",  # "" = from scratch with `scratch`
         tokenizer="",                   # "" = the model's own (or trained on the data from scratch)
         dtype="float32", head_per_layer=False, pooling="cls",
+        new_head=False,  # True: a fresh classifier even if the checkpoint has one (other labels)
         hidden_dropout_prob=-1.0, attention_probs_dropout_prob=-1.0,  # < 0: the checkpoint's
         classifier_dropout_prob=0.1,
         scratch=ml_collections.ConfigDict(dict(
@@ -61,6 +64,7 @@ def base_config() -> ml_collections.ConfigDict:
         test_split="test", text_column="text", label_column="label", pair_column="",
         label_names=ml_collections.FieldReference(None, field_type=list),
         demo_size=1500, max_length=64, buckets=(16, 32, 64),
+        bad_rows="error",  # "skip": drop unreadable rows (counted and reported) instead of stopping
     ))
     c.train = ml_collections.ConfigDict(dict(
         epochs=3, batch_size=32, eval_batch_size=128, grad_accum=1,
@@ -69,6 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
         distill_weight=0.0, distill_temperature=1.0,
         log_every=20, checkpoint_every=0, keep_checkpoints=2, select_metric="accuracy",
         progress=True, max_steps=0,
+        data_parallel="auto",  # "auto": split every batch over all devices (and hosts); "off": one
     ))
     c.exit = ml_collections.ConfigDict(dict(
         policy="cwb", threshold=0.5, window=4, margin=0.0, variant="bias_1", spread=0.1,
@@ -109,10 +114,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                     walk(got[key], want[key], name + ".")
                 else:
                     errors.append(f"{name} must be a section")
+            elif not _same_type(got[key], want[key]):
+                errors.append(f"{name}={got[key]!r} must be {_type_name(want[key])}, "
+                              f"not {type(got[key]).__name__}")
     walk(config, schema, "")
     if errors:
         raise ValueError("invalid config: " + "; ".join(errors))
-    d, t, e = config.data, config.train, config.exit
+    d, t, e, s = config.data, config.train, config.exit, config.model.scratch
     checks = [
         (d.source in SOURCES, f"data.source={d.source!r} is not one of {SOURCES}"),
         (d.split in ("finbert", "stratified"), f"data.split={d.split!r} is not finbert/stratified"),
@@ -137,6 +145,34 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f"model.dtype={config.model.dtype!r} is not float32/bfloat16/float16"),
         (config.model.pooling in ("cls", "mean"),
          f"model.pooling={config.model.pooling!r} is not cls/mean"),
+        (d.bad_rows in ("error", "skip"), f"data.bad_rows={d.bad_rows!r} is not error/skip"),
+        (not d.label_names or len(set(d.label_names)) == len(d.label_names) >= 2,
+         f"data.label_names={d.label_names} must be >= 2 distinct names"),
+        (d.demo_size >= 20, f"data.demo_size={d.demo_size} must be >= 20"),
+        (t.log_every >= 1, f"train.log_every={t.log_every} must be >= 1"),
+        (t.checkpoint_every >= 0 and t.max_steps >= 0,
+         "train.checkpoint_every and train.max_steps must be >= 0"),
+        (t.weight_decay >= 0 and t.distill_weight >= 0, "train.weight_decay and "
+         "train.distill_weight must be >= 0"),
+        (t.distill_temperature > 0, f"train.distill_temperature={t.distill_temperature} must be > 0"),
+        (t.data_parallel in ("auto", "off"), f"train.data_parallel={t.data_parallel!r} is not auto/off"),
+        (t.batch_size % _data_devices(t) == 0 and t.eval_batch_size % _data_devices(t) == 0,
+         f"train.batch_size={t.batch_size} and train.eval_batch_size={t.eval_batch_size} must be "
+         f"multiples of the {_data_devices(t)} devices the batch is split over"),
+        (all(0 <= config.model[k] < 1 or config.model[k] < 0 for k in
+             ("hidden_dropout_prob", "attention_probs_dropout_prob"))
+         and 0 <= config.model.classifier_dropout_prob < 1, "model dropout rates must be < 1"),
+        (config.model.name_or_path or s.model_type in ("albert", "bert"),
+         f"model.scratch.model_type={s.model_type!r} is not albert/bert"),
+        (config.model.name_or_path or s.hidden_size % max(s.num_attention_heads, 1) == 0,
+         f"model.scratch.hidden_size={s.hidden_size} is not a multiple of "
+         f"num_attention_heads={s.num_attention_heads}"),
+        (config.model.name_or_path or min(s.hidden_size, s.num_hidden_layers, s.num_attention_heads,
+                                          s.intermediate_size, s.embedding_size) >= 1,
+         "model.scratch sizes must be >= 1"),
+        (config.model.name_or_path or d.max_length <= s.max_position_embeddings,
+         f"data.max_length={d.max_length} exceeds model.scratch.max_position_embeddings="
+         f"{s.max_position_embeddings}"),
     ]
     errors = [message for ok, message in checks if not ok]
     try:
@@ -145,6 +181,31 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         errors.append(f"exit: {err}")
     if errors:
         raise ValueError("invalid config: " + "; ".join(errors))
+
+
+def _same_type(got: Any, want: Any) -> bool:
+    """Config value types: ints pass for floats, lists for tuples, None/list for label_names."""
+    if want is None:  # label_names: None or a list of names
+        return got is None or (isinstance(got, (list, tuple)) and all(isinstance(x, str) for x in got))
+    if isinstance(want, bool) or isinstance(got, bool):
+        return isinstance(got, bool) and isinstance(want, bool)
+    if isinstance(want, float):
+        return isinstance(got, (int, float))
+    if isinstance(want, (list, tuple)):
+        return isinstance(got, (list, tuple))
+    return isinstance(got, type(want))
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "None or a list of strings"
+    return {bool: "a bool", int: "an int", float: "a number", str: "a string",
+            tuple: "a list", list: "a list"}.get(type(value), type(value).__name__)
+
+
+def _data_devices(t: ml_collections.ConfigDict) -> int:
+    """Devices a training batch is split over: all of them unless ``train.data_parallel='off'``."""
+    return jax.device_count() if t.data_parallel == "auto" else 1
 
 
 def exit_policy(config: ml_collections.ConfigDict) -> exits.ExitPolicy:
@@ -160,28 +221,36 @@ def load_splits(config: ml_collections.ConfigDict) -> data_lib.Splits:
     d = config.data
     names = list(d.label_names) if d.label_names else None
     given: dict[str, data_lib.TextSet] = {}
+    bad = data_lib.BadRows(d.bad_rows)
     if d.source in ("phrasebank", "demo"):
         if d.source == "demo":
             full = demo.make_sentences(d.demo_size, seed=0)
         else:
-            full = data_lib.read_phrasebank(d.path or data_lib.download_phrasebank(), d.subset)
+            full = data_lib.read_phrasebank(d.path or data_lib.download_phrasebank(), d.subset, bad)
         names = list(data_lib.PHRASEBANK_LABELS)
     elif d.source == "files":
         pair = d.pair_column or None
-        full, names = data_lib.read_table(d.train_file, d.text_column, d.label_column, pair, names)
+        full, names = data_lib.read_table(d.train_file, d.text_column, d.label_column, pair, names,
+                                          bad)
         for split, path in (("validation", d.validation_file), ("test", d.test_file)):
             if path:
-                given[split] = data_lib.read_table(path, d.text_column, d.label_column, pair, names)[0]
+                given[split] = data_lib.read_table(path, d.text_column, d.label_column, pair, names,
+                                                   bad)[0]
     else:
         pair = d.pair_column or None
         load = lambda split: data_lib.load_hub_dataset(  # noqa: E731
-            d.hub_name, split, d.hub_config or None, d.text_column, d.label_column, pair)
+            d.hub_name, split, d.hub_config or None, d.text_column, d.label_column, pair, bad)
         full, names = load(d.train_split)
         for split in ("validation", "test"):
             name = d[f"{split}_split"]
             if name:
                 given[split] = load(name)[0]
-    stats: dict[str, Any] = {}
+    bad.check()  # every file read first, so one run reports every bad row
+    if len(full) < 3:
+        raise data_lib.DataError(f"{d.train_file or d.path or d.hub_name or d.source}: "
+                                 f"{len(full) or 'no'} usable rows; a train/validation/test "
+                                 "split needs at least 3")
+    stats: dict[str, Any] = {"bad_rows_skipped": bad.counts()} if bad.rows else {}
     if d.deduplicate:
         full, stats["dedup"] = data_lib.deduplicate(full)
     if "validation" in given and "test" in given:
@@ -201,7 +270,8 @@ def load_splits(config: ml_collections.ConfigDict) -> data_lib.Splits:
 
 def build_model(config: ml_collections.ConfigDict, splits: data_lib.Splits, workdir: Path
                 ) -> tuple[ElbertModel, Params, Tokenizer]:
-    """Model, initial params and tokenizer; the tokenizer is saved in ``workdir/tokenizer``."""
+    """Model, initial params and tokenizer (one trained from scratch is written to
+    ``workdir/tokenizer``; the caller saves any other there once the workdir is known to fit)."""
     m = config.model
     num_labels = len(splits.label_names)
     tok_dir = workdir / "tokenizer"
@@ -210,6 +280,7 @@ def build_model(config: ml_collections.ConfigDict, splits: data_lib.Splits, work
         tokenizer = load_tokenizer(m.tokenizer or m.name_or_path)
         model, params = load_pretrained(m.name_or_path, num_labels, seed=config.seed, dtype=m.dtype,
                                         head_per_layer=m.head_per_layer, pooling=m.pooling,
+                                        new_head=m.new_head,
                                         classifier_dropout_prob=m.classifier_dropout_prob, **dropout)
     else:
         if m.tokenizer:
@@ -228,7 +299,6 @@ def build_model(config: ml_collections.ConfigDict, splits: data_lib.Splits, work
                                 classifier_dropout_prob=m.classifier_dropout_prob,
                                 pad_token_id=tokenizer.pad_token_id, **fields)
         model, params = ElbertModel(encoder), init_params(encoder, config.seed)
-    tokenizer.save_pretrained(tok_dir)
     return model, params, tokenizer
 
 
@@ -272,7 +342,8 @@ def make_optimizer(t: ml_collections.ConfigDict, total_updates: int) -> optax.Gr
 
 
 def make_train_step(model: ElbertModel, tx: optax.GradientTransformation,
-                    config: ml_collections.ConfigDict):
+                    config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
+    """The jitted step: state replicated on ``mesh``, the batch's rows split over it."""
     t = config.train
     base_key = jax.random.PRNGKey(config.seed)
 
@@ -291,18 +362,28 @@ def make_train_step(model: ElbertModel, tx: optax.GradientTransformation,
         params = optax.apply_updates(state.params, updates)
         return TrainState(state.step + 1, params, opt_state), {"loss": loss, **aux}
 
-    return jax.jit(train_step, donate_argnums=0)
+    step = jax.jit(train_step, donate_argnums=0, out_shardings=parallel.replicated(mesh))
+    rows = parallel.rows(mesh)
+    return lambda state, batch: step(state, parallel.put_batch(batch, rows))
 
 
 # ---------------------------------------------------------------- evaluation
 
-def make_prob_fn(model: ElbertModel):
-    @jax.jit
+def make_prob_fn(model: ElbertModel, mesh: jax.sharding.Mesh | None = None):
+    """(params, numpy batch) -> numpy [L, B, K] exit probabilities, rows split over ``mesh``."""
+    mesh = mesh or parallel.data_mesh(1)
+    rows = parallel.rows(mesh)
+
+    @functools.partial(jax.jit, out_shardings=jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec(None, parallel.AXIS)))
     def probs(params, batch):
         out = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
                           batch["token_type_ids"])
         return jax.nn.softmax(out.exit_logits, -1)
-    return probs
+
+    inputs = ("input_ids", "attention_mask", "token_type_ids")
+    return lambda params, batch: parallel.to_host(probs(
+        params, parallel.put_batch({k: batch[k] for k in inputs}, rows)))
 
 
 def exit_probabilities(prob_fn, params: Params, encoded: data_lib.Encoded, batch_size: int,
@@ -311,7 +392,7 @@ def exit_probabilities(prob_fn, params: Params, encoded: data_lib.Encoded, batch
     chunks, rows = [], []
     for batch in data_lib.eval_batches(encoded, batch_size, buckets):
         keep = batch["weight"] > 0
-        chunks.append(np.asarray(prob_fn(params, batch))[:, keep])
+        chunks.append(prob_fn(params, batch)[:, keep])
         rows.append(batch["index"][keep])
     probs = np.concatenate(chunks, 1)
     out = np.empty_like(probs)
@@ -342,6 +423,50 @@ def exit_metrics(probs: np.ndarray, labels: np.ndarray, policy: exits.ExitPolicy
 def _manager(path: Path, keep: int) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(path.absolute(), options=ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True))
+
+
+def _digest(tree: Any) -> str | None:
+    """SHA-256 of every leaf's bytes: a checkpoint whose files were damaged without breaking their
+    format (flipped bytes) still restores, and only this catches it. None when a leaf is sharded
+    across hosts (no single host holds it)."""
+    leaves = jax.tree.leaves(tree)
+    if not all(getattr(x, "is_fully_addressable", True) or getattr(x, "is_fully_replicated", False)
+               for x in leaves):
+        return None
+    digest = hashlib.sha256()
+    for leaf in jax.device_get(leaves):
+        digest.update(np.ascontiguousarray(leaf).tobytes())
+    return digest.hexdigest()
+
+
+def _restore_latest(manager: ocp.CheckpointManager, abstract: Any, workdir: Path
+                    ) -> tuple[Any, float] | None:
+    """(train state, best metric) of the newest readable checkpoint, or None if there is none.
+
+    A checkpoint that fails to restore or to match its digest (truncated or corrupted files) is
+    moved to ``workdir/unreadable_checkpoints/`` with a warning, and the one before it is tried.
+    """
+    folder = workdir / "checkpoints"
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+            expected = restored["meta"].get("digest")
+            if expected is not None and _digest(restored["state"]) != expected:
+                raise ValueError("its contents do not match the digest saved with it")
+        except Exception as err:  # noqa: BLE001 - any failure means: not this checkpoint
+            aside = workdir / "unreadable_checkpoints" / str(step)
+            aside.parent.mkdir(exist_ok=True)
+            (folder / str(step)).rename(aside)
+            manager.reload()
+            log.warning("checkpoint %s is unreadable (%s: %.200s); moved to %s, trying the one "
+                        "before it", folder / str(step), type(err).__name__, err, aside)
+            continue
+        log.info("resumed from %s at step %d", folder, step)
+        return restored["state"], restored["meta"]["best_metric"]
+    if any((workdir / "unreadable_checkpoints").glob("*")):
+        log.warning("no readable checkpoint left in %s: training starts from step 0", folder)
+    return None
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -378,15 +503,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     if config_path.exists() and json.loads(config_path.read_text()) != json.loads(config.to_json()):
         log.warning("%s differs from this run's config; the workdir's checkpoints are resumed "
                     "anyway (use a new --workdir for a new run)", config_path)
-    config_path.write_text(config.to_json(indent=2) + "\n")
     splits = load_splits(config)
     log.info("data: %s", json.dumps(splits.stats))
     model, params, tokenizer = build_model(config, splits, workdir)
+    _check_resumable(workdir, dataclasses.asdict(model.config), splits.label_names)
     policy = exit_policy(config)
     d, t = config.data, config.train
     buckets = tokenizer.buckets(d.max_length, d.buckets)
     encoded = {name: data_lib.encode(tokenizer, getattr(splits, name), d.max_length)
                for name in ("train", "validation", "test")}
+    config_path.write_text(config.to_json(indent=2) + "\n")
+    tokenizer.save_pretrained(workdir / "tokenizer")
     _write_json(workdir / "model.json", {
         "encoder": dataclasses.asdict(model.config), "label_names": splits.label_names,
         "max_length": d.max_length, "buckets": buckets, "exit": config.exit.to_dict(),
@@ -397,31 +524,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     tx = make_optimizer(t, max(total // t.grad_accum, 1))
     full = {"model": params, "t": init_weight_logits(model.config.num_hidden_layers)}
     state = TrainState(jnp.zeros((), jnp.int32), full, tx.init(full))
+    mesh = parallel.data_mesh(1 if t.data_parallel == "off" else 0)
     latest, best = _manager(workdir / "checkpoints", t.keep_checkpoints), _manager(workdir / "best", 1)
     best_metric = -np.inf
-    if latest.latest_step() is not None:
-        step = latest.latest_step()
-        restored = latest.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(jax.eval_shape(lambda: state)),
-            meta=ocp.args.JsonRestore()))
-        state, best_metric = restored["state"], restored["meta"]["best_metric"]
-        log.info("resumed from %s at step %d", workdir / "checkpoints", step)
+    resumed = _restore_latest(latest, jax.eval_shape(lambda: state), workdir)
+    if resumed is not None:
+        state, best_metric = resumed
+    state = parallel.replicate(state, mesh)
     metrics_path = workdir / "metrics.jsonl"
     _truncate_metrics(metrics_path, int(state.step))
-    train_step = make_train_step(model, tx, config)
-    prob_fn = make_prob_fn(model)
+    train_step = make_train_step(model, tx, config, mesh)
+    prob_fn = make_prob_fn(model, mesh)
+    log.info("data parallel over %d device(s) on %d host(s)", mesh.size, jax.process_count())
 
     def save_latest() -> None:
         latest.save(int(state.step), args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave({"best_metric": best_metric})))
+            state=ocp.args.StandardSave(state),
+            meta=ocp.args.JsonSave({"best_metric": best_metric, "digest": _digest(state)})))
 
     step = int(state.step)
-    bar = tqdm(total=total, initial=step, disable=not t.progress, unit="batch", dynamic_ncols=True)
+    bar = tqdm(total=total, initial=step, disable=not t.progress or not parallel.is_leader(), unit="batch", dynamic_ncols=True)
     try:
         with open(metrics_path, "a") as metrics_file:
             def write(record: dict) -> None:
-                metrics_file.write(json.dumps(record) + "\n")
-                metrics_file.flush()
+                if parallel.is_leader():  # one metrics file per job, not one line per host
+                    metrics_file.write(json.dumps(record) + "\n")
+                    metrics_file.flush()
 
             tick, seen = time.perf_counter(), 0
             while step < total:
@@ -484,6 +612,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     best.close()
     log.info("test (best checkpoint): accuracy %.4f macro-F1 %.4f", test["accuracy"], test["macro_f1"])
     return {"best_validation": best_metric, "test": test, "step": step}
+
+
+_RESUMABLE_CHANGES = ("dtype", "hidden_dropout_prob", "attention_probs_dropout_prob",
+                      "classifier_dropout_prob")  # same params, another run setting
+
+
+def _check_resumable(workdir: Path, encoder: dict, label_names: list[str]) -> None:
+    """A workdir with checkpoints resumes only the same architecture and labels; say what differs."""
+    meta_path = workdir / "model.json"
+    if not meta_path.exists() or not any((workdir / "checkpoints").glob("[0-9]*")):
+        return
+    meta = json.loads(meta_path.read_text())
+    old = dict(meta["encoder"], label_names=meta["label_names"])
+    new = json.loads(json.dumps(dict(encoder, label_names=label_names)))
+    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(new)
+               if old.get(k) != new.get(k) and k not in _RESUMABLE_CHANGES]
+    if changed:
+        raise ValueError(f"{workdir} holds checkpoints of a different model ({'; '.join(changed)}); "
+                         "use a new --workdir, or restore the config that made it")
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

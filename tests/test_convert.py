@@ -94,8 +94,11 @@ def test_classifier_import_reported(tmp_path, caplog):
 
 def test_num_labels_mismatch_names_key(tmp_path):
     folder = save_random_hf(tmp_path, "bert", num_labels=3, **TINY_BERT)
-    with pytest.raises(ValueError, match="classifier"):
+    with pytest.raises(ValueError, match="classifier has num_labels=3 .* num_labels=5 was asked"):
         load_pretrained(folder, num_labels=5)
+    model, params = load_pretrained(folder, num_labels=5, new_head=True)  # a fresh classifier
+    assert params["exits"]["head"]["classifier"]["kernel"].shape == (32, 5)
+    assert model.config.num_labels == 5
 
 
 def test_missing_encoder_key_is_an_error(tmp_path):

@@ -38,15 +38,6 @@ def test_phrasebank_zip(tmp_path):
         data_lib.read_phrasebank(archive, "50Agree")
 
 
-@pytest.mark.parametrize("line,message", [("no label here", ":2: expected"),
-                                          ("Sales up.@bullish", ":2: label 'bullish'")])
-def test_phrasebank_bad_lines_name_file_and_line(tmp_path, line, message):
-    path = write_pb(tmp_path, "Fine .@neutral\r\n" + line + "\r\n")
-    with pytest.raises(DataError, match=message) as err:
-        data_lib.read_phrasebank(tmp_path)
-    assert str(path) in str(err.value)
-
-
 def test_deduplicate_drops_conflicts_and_counts():
     data = TextSet(["a", "b", "a", "c", "c", "d"], np.array([0, 1, 0, 2, 1, 0], np.int32))
     kept, stats = data_lib.deduplicate(data)
@@ -88,12 +79,9 @@ def test_tables_csv_tsv_jsonl_with_pairs(tmp_path):
 
 @pytest.mark.parametrize("name,content,message", [
     ("a.csv", "text,lab\nx,1\n", "a.csv:1: missing column"),
-    ("b.jsonl", '{"text": "x", "label": 0}\n[1, 2]\n', "b.jsonl:2: expected a JSON object"),
-    ("c.jsonl", '{"text": "x", "label": 0}\n{oops\n', "c.jsonl:2: not JSON"),
-    ("d.csv", "text,label\nx,0\ny,7\n", "d.csv:3: label '7'"),
     ("e.txt", "x\n", "unsupported file type"),
 ])
-def test_table_errors_name_file_and_line(tmp_path, name, content, message):
+def test_table_file_errors(tmp_path, name, content, message):
     (tmp_path / name).write_text(content)
     with pytest.raises(DataError, match=message):
         data_lib.read_table(tmp_path / name, label_names=["a", "b"])

@@ -66,6 +66,40 @@ def test_config_validation_names_keys():
         tiny(**{"train.epochz": 3})  # a locked config refuses unknown keys outright
 
 
+def test_config_validation_types_and_impossible_values():
+    import ml_collections
+
+    raw = json.loads(tiny().to_json())
+    raw["train"]["epochs"] = "3"
+    raw["train"]["progress"] = 1
+    raw["exit"]["threshold"] = "high"
+    raw["data"]["label_names"] = [0, 1]
+    with pytest.raises(ValueError) as err:
+        training.validate_config(ml_collections.ConfigDict(raw))
+    for expected in ("train.epochs='3' must be an int", "train.progress=1 must be a bool",
+                     "exit.threshold='high' must be a number", "data.label_names=[0, 1] must be None"):
+        assert expected in str(err.value)
+    bad = {"train.batch_size": 0, "model.scratch.hidden_size": 31, "data.max_length": 64,
+           "data.bad_rows": "ignore", "train.data_parallel": "maybe", "train.log_every": 0,
+           "model.classifier_dropout_prob": 1.5, "data.label_names": ["a", "a"]}
+    with pytest.raises(ValueError) as err:
+        training.validate_config(tiny(**bad))
+    for expected in ("train batch sizes", "hidden_size=31 is not a multiple of num_attention_heads=2",
+                     "data.max_length=64 exceeds model.scratch.max_position_embeddings=32",
+                     "data.bad_rows='ignore'", "train.data_parallel='maybe'", "train.log_every=0",
+                     "dropout", "data.label_names=['a', 'a']"):
+        assert expected in str(err.value)
+
+
+def test_workdir_of_another_model_is_refused_untouched(trained):
+    workdir, _ = trained
+    before = {p: p.read_bytes() for p in [workdir / "config.json", workdir / "model.json"]}
+    with pytest.raises(ValueError, match=r"different model \(hidden_size: 16 -> 32.*num_attention"):
+        training.train_and_evaluate(tiny(**{"model.scratch.hidden_size": 32,
+                                            "model.scratch.num_attention_heads": 4}), workdir)
+    assert {p: p.read_bytes() for p in before} == before
+
+
 @pytest.mark.parametrize("changes", [{"train.weighting": "linear", "train.grad_accum": 2},
                                      {"train.t_grad_quirk": True, "train.distill_weight": 0.5,
                                       "model.head_per_layer": True, "model.scratch.model_type": "bert"}])

@@ -1,0 +1,78 @@
+"""Data parallelism over a device mesh matches one device: training (4 devices vs 1) and every
+early-exit engine. On a machine with fewer than 4 devices the suite reruns itself in a
+subprocess with 4 virtual CPU devices (``--xla_force_host_platform_device_count=4``)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from elbert_jax import EncoderConfig, Engine, ExitPolicy, ElbertModel, init_params, parallel, training
+
+ROOT = Path(__file__).resolve().parents[1]
+FOUR = jax.device_count() >= 4
+needs_four = pytest.mark.skipif(not FOUR, reason="runs inside test_on_four_virtual_devices")
+
+
+@pytest.mark.skipif(FOUR, reason="this process already has 4 devices")
+def test_on_four_virtual_devices():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert re.search(r"\b3 passed", run.stdout), run.stdout[-2000:]
+
+
+@needs_four
+def test_training_on_four_devices_matches_one(tmp_path):
+    config = lambda mode: training.load_config_file(  # noqa: E731
+        ROOT / "configs" / "tiny.py", **{"train.data_parallel": mode})
+    one = training.train_and_evaluate(config("off"), tmp_path / "one")
+    four = training.train_and_evaluate(config("auto"), tmp_path / "four")
+    _, a, _ = training.restore_best_params(tmp_path / "one")
+    _, b, _ = training.restore_best_params(tmp_path / "four")
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)  # all-reduce order differs
+    assert four["test"]["accuracy"] == pytest.approx(one["test"]["accuracy"], abs=0.02)
+    assert four["test"]["per_exit_accuracy"] == pytest.approx(one["test"]["per_exit_accuracy"],
+                                                               abs=0.02)
+
+
+@needs_four
+def test_batch_divisible_by_devices_is_validated():
+    config = training.load_config_file(ROOT / "configs" / "tiny.py", **{"train.batch_size": 6})
+    with pytest.raises(ValueError, match="multiples of the 4 devices"):
+        training.validate_config(config)
+
+
+@needs_four
+@pytest.mark.parametrize("model_type", ["albert"])
+def test_engines_on_four_devices_match_one(model_type):
+    config = EncoderConfig(model_type=model_type, vocab_size=50, embedding_size=8, hidden_size=16,
+                           num_hidden_layers=4, num_attention_heads=2, intermediate_size=24,
+                           max_position_embeddings=32, num_labels=3)
+    model, params = ElbertModel(config), init_params(config, seed=1)
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 30, 101)
+    mask = (np.arange(32)[None] < lengths[:, None]).astype(np.int32)
+    ids = rng.integers(3, 50, (101, 32)) * mask
+    policy = ExitPolicy("static", layer=4)
+    depth = rng.integers(1, 5, 101).astype(np.float32)  # each row's own exit layer
+    mesh = parallel.data_mesh(4, local=True)
+    for kind in ("full", "masked", "compact", "refill"):
+        one = Engine(model, params, policy, kind, batch_size=8, queue_batches=2)(
+            ids, mask, thresholds=depth)
+        four = Engine(model, params, policy, kind, batch_size=8, queue_batches=2, mesh=mesh)
+        got = four(ids, mask, thresholds=depth)
+        assert four.devices == 4
+        np.testing.assert_array_equal(got.layer, one.layer, err_msg=kind)
+        np.testing.assert_array_equal(got.prediction, one.prediction, err_msg=kind)
+        np.testing.assert_allclose(got.probs, one.probs, atol=1e-6, err_msg=kind)
+    np.testing.assert_array_equal(one.layer, depth)
