@@ -17,6 +17,8 @@ flags.DEFINE_string("workdir", None, "Run folder: checkpoints, metrics, reports.
 flags.DEFINE_enum("mode", "train", ["train", "report", "export"], "What to do.")
 flags.DEFINE_string("export_dir", None, "Where --mode export writes the transformers folder.")
 flags.DEFINE_string("split", "test", "Split that --mode report evaluates.")
+flags.DEFINE_float("max_cost", 0.5, "--mode report on test: each policy's setting is chosen on "
+                   "validation as the most accurate at computation cost <= this.")
 config_flags.DEFINE_config_file("config", None, "Config file (a get_config()).", lock_config=True)
 FLAGS = flags.FLAGS
 
@@ -30,7 +32,7 @@ def main(argv):
     if FLAGS.mode == "train":
         result = training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     elif FLAGS.mode == "report":
-        result = report.write_report(FLAGS.config, FLAGS.workdir, FLAGS.split)
+        result = report.write_report(FLAGS.config, FLAGS.workdir, FLAGS.split, FLAGS.max_cost)
     else:
         if not FLAGS.export_dir:
             raise app.UsageError("--mode export needs --export_dir")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,30 @@ def sweep_all(probs: np.ndarray, labels: np.ndarray, cwb: exits.ExitPolicy) -> l
         policy = cwb if name == "cwb" else exits.ExitPolicy(name=name)
         rows += exits.sweep(policy, jnp.asarray(probs), labels)
     return rows
+
+
+def choose_on_validation(val_probs: np.ndarray, val_labels: np.ndarray, test_probs: np.ndarray,
+                         test_labels: np.ndarray, cwb: exits.ExitPolicy, max_cost: float = 0.5,
+                         windows: tuple[int, ...] = (2, 3, 4, 5)) -> list[dict[str, Any]]:
+    """Per policy, the setting (CWB: window and threshold) with the best validation accuracy at
+    computation cost <= ``max_cost``, and what exactly that setting does on the test split: the
+    honest way to compare policies, since a threshold read off the test curve is tuned on test."""
+    candidates = [dataclasses.replace(cwb, window=n) for n in windows]
+    candidates += [exits.ExitPolicy(name=name) for name in SWEPT if name != "cwb"]
+    chosen = []
+    for policy in candidates:
+        fits = [r for r in exits.sweep(policy, jnp.asarray(val_probs), val_labels)
+                if r["cost"] <= max_cost]
+        if not fits:
+            continue
+        best = max(fits, key=lambda r: (r["accuracy"], -r["cost"]))
+        test = exits.sweep(policy, jnp.asarray(test_probs), test_labels,
+                           np.array([best["threshold"]], np.float32))[0]
+        chosen.append({"policy": policy.name, "window": policy.window if policy.name == "cwb" else None,
+                       "threshold": best["threshold"], "validation_accuracy": best["accuracy"],
+                       "validation_cost": best["cost"], "test_accuracy": test["accuracy"],
+                       "test_cost": test["cost"]})
+    return chosen
 
 
 def plot(rows: list[dict], probs: np.ndarray, labels: np.ndarray, layers: np.ndarray,
@@ -68,8 +93,9 @@ def plot(rows: list[dict], probs: np.ndarray, labels: np.ndarray, layers: np.nda
 
 
 def write_report(config: ml_collections.ConfigDict, workdir: str | Path,
-                 split: str = "test") -> dict[str, Any]:
-    """``report.json`` and PNGs in ``workdir/report_<split>`` from the best checkpoint."""
+                 split: str = "test", max_cost: float = 0.5) -> dict[str, Any]:
+    """``report.json`` and PNGs in ``workdir/report_<split>`` from the best checkpoint; for the
+    test split also each policy's setting chosen on validation at cost <= ``max_cost``."""
     training.validate_config(config)
     workdir = Path(workdir)
     model, params, meta = training.restore_best_params(workdir)
@@ -82,6 +108,13 @@ def write_report(config: ml_collections.ConfigDict, workdir: str | Path,
     rows = sweep_all(probs, encoded.labels, policy)
     chosen = exits.oracle(policy, jnp.asarray(probs))
     metrics = training.exit_metrics(probs, encoded.labels, policy)
+    selected = None
+    if split == "test":
+        val = data_lib.encode(tokenizer, splits.validation, meta["max_length"])
+        val_probs = training.exit_probabilities(training.make_prob_fn(model), params, val,
+                                                config.train.eval_batch_size, meta["buckets"])
+        selected = {"max_cost": max_cost, "rows": choose_on_validation(
+            val_probs, val.labels, probs, encoded.labels, policy, max_cost)}
     folder = workdir / f"report_{split}"
     folder.mkdir(exist_ok=True)
     images = plot(rows, probs, encoded.labels, np.asarray(chosen.layer), folder,
@@ -90,7 +123,7 @@ def write_report(config: ml_collections.ConfigDict, workdir: str | Path,
               "configured_policy": config.exit.to_dict(), "metrics": metrics,
               "exit_histogram": np.bincount(np.asarray(chosen.layer),
                                             minlength=probs.shape[0] + 1)[1:].tolist(),
-              "sweep": rows, "images": [str(p) for p in images]}
+              "chosen_on_validation": selected, "sweep": rows, "images": [str(p) for p in images]}
     (folder / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     return {k: v for k, v in report.items() if k != "sweep"} | {"report": str(folder / "report.json")}
 

@@ -115,10 +115,15 @@ def test_report_and_export(trained, tmp_path):
     from elbert_jax import report
 
     workdir, _ = trained
-    summary = report.write_report(tiny(), workdir)
+    summary = report.write_report(tiny(), workdir, max_cost=1.0)
     table = json.loads(Path(summary["report"]).read_text())
     assert {r["policy"] for r in table["sweep"]} == set(report.SWEPT)
     assert sum(table["exit_histogram"]) == table["texts"]
+    chosen = table["chosen_on_validation"]
+    assert chosen["max_cost"] == 1.0 and {r["window"] for r in chosen["rows"]} == {2, 3, 4, 5, None}
+    for row in chosen["rows"]:
+        assert 0 <= row["test_accuracy"] <= 1
+        assert 1 / 3 <= row["test_cost"] <= 1  # 3 layers: every text runs at least one
     for image in table["images"]:
         assert Path(image).stat().st_size > 1000
     folder = report.export(workdir, tmp_path / "hf")
