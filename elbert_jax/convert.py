@@ -297,15 +297,14 @@ def load_pretrained(name_or_path: str | os.PathLike, num_labels: int | None = No
     hf_config = transformers.AutoConfig.from_pretrained(folder)
     config = config_from_hf(hf_config, num_labels, **config_overrides)
     state = read_state_dict(folder)
-    head = {k: v for k, v in state.items() if k.startswith("classifier.")}
-    if "classifier.weight" in head and (new_head or head["classifier.weight"].shape[0] != config.num_labels):
-        if not new_head:
-            names = list((hf_config.to_dict().get("id2label") or {}).values())
-            raise ValueError(f"{folder}: the checkpoint's classifier has num_labels="
-                             f"{head['classifier.weight'].shape[0]} {names} but num_labels="
-                             f"{config.num_labels} was asked for; use matching labels, or "
-                             "new_head=True (config model.new_head) for a fresh classifier")
-        state = {k: v for k, v in state.items() if k not in head}
+    labels = state["classifier.weight"].shape[0] if "classifier.weight" in state else None
+    if new_head:
+        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    elif labels is not None and labels != config.num_labels:
+        names = list((hf_config.to_dict().get("id2label") or {}).values())
+        raise ValueError(f"{folder}: the checkpoint's classifier has num_labels={labels} {names} "
+                         f"but num_labels={config.num_labels} was asked for; use matching labels, "
+                         "or new_head=True (config model.new_head) for a fresh classifier")
     params, report = params_from_state_dict(config, state, seed, str(folder))
     if report["initialised"]:
         log.warning("%s: exit head initialised from seed %d (not in the checkpoint): %s", folder,

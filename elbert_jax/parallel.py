@@ -46,7 +46,12 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def put_batch(batch: Mapping[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
-    """The same global numpy batch on every host -> global arrays; each device gets its rows."""
+    """The same global numpy batch on every host -> global arrays; each device gets its rows.
+
+    One host: a single ``device_put`` of the whole dict (no per-device Python in the train loop).
+    Several: each host materialises only its own devices' rows."""
+    if jax.process_count() == 1:
+        return jax.device_put(dict(batch), sharding)
     return {name: jax.make_array_from_callback(value.shape, sharding,
                                                lambda index, value=value: value[index])
             for name, value in batch.items()}

@@ -55,9 +55,10 @@ class Predictor:
         settings["name"] = settings.pop("policy")
         settings.update({k: v for k, v in policy_overrides.items() if v is not None})
         policy = exits.ExitPolicy(**settings)
+        mesh = parallel.data_mesh(devices, local=True)
         return cls(model, params, load_tokenizer(Path(workdir) / "tokenizer"), meta["label_names"],
                    policy, meta["max_length"], meta["buckets"], engine, batch_size,
-                   mesh if (mesh := parallel.data_mesh(devices, local=True)).size > 1 else None)
+                   mesh if mesh.size > 1 else None)
 
     def __post_init__(self) -> None:
         self._engines: dict[bool, Engine] = {}

@@ -36,14 +36,13 @@ def choose_on_validation(val_probs: np.ndarray, val_labels: np.ndarray, test_pro
     honest way to compare policies, since a threshold read off the test curve is tuned on test."""
     candidates = [dataclasses.replace(cwb, window=n) for n in windows]
     candidates += [exits.ExitPolicy(name=name) for name in SWEPT if name != "cwb"]
-    chosen = []
+    val_probs, test_probs, chosen = jnp.asarray(val_probs), jnp.asarray(test_probs), []
     for policy in candidates:
-        fits = [r for r in exits.sweep(policy, jnp.asarray(val_probs), val_labels)
-                if r["cost"] <= max_cost]
+        fits = [r for r in exits.sweep(policy, val_probs, val_labels) if r["cost"] <= max_cost]
         if not fits:
             continue
         best = max(fits, key=lambda r: (r["accuracy"], -r["cost"]))
-        test = exits.sweep(policy, jnp.asarray(test_probs), test_labels,
+        test = exits.sweep(policy, test_probs, test_labels,
                            np.array([best["threshold"]], np.float32))[0]
         chosen.append({"policy": policy.name, "window": policy.window if policy.name == "cwb" else None,
                        "threshold": best["threshold"], "validation_accuracy": best["accuracy"],

@@ -121,6 +121,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if errors:
         raise ValueError("invalid config: " + "; ".join(errors))
     d, t, e, s = config.data, config.train, config.exit, config.model.scratch
+    devices = _data_devices(t)
     checks = [
         (d.source in SOURCES, f"data.source={d.source!r} is not one of {SOURCES}"),
         (d.split in ("finbert", "stratified"), f"data.split={d.split!r} is not finbert/stratified"),
@@ -145,7 +146,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f"model.dtype={config.model.dtype!r} is not float32/bfloat16/float16"),
         (config.model.pooling in ("cls", "mean"),
          f"model.pooling={config.model.pooling!r} is not cls/mean"),
-        (d.bad_rows in ("error", "skip"), f"data.bad_rows={d.bad_rows!r} is not error/skip"),
+        (d.bad_rows in data_lib.BAD_ROWS, f"data.bad_rows={d.bad_rows!r} is not one of "
+         f"{data_lib.BAD_ROWS}"),
         (not d.label_names or len(set(d.label_names)) == len(d.label_names) >= 2,
          f"data.label_names={d.label_names} must be >= 2 distinct names"),
         (d.demo_size >= 20, f"data.demo_size={d.demo_size} must be >= 20"),
@@ -156,24 +158,26 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          "train.distill_weight must be >= 0"),
         (t.distill_temperature > 0, f"train.distill_temperature={t.distill_temperature} must be > 0"),
         (t.data_parallel in ("auto", "off"), f"train.data_parallel={t.data_parallel!r} is not auto/off"),
-        (t.batch_size % _data_devices(t) == 0 and t.eval_batch_size % _data_devices(t) == 0,
+        (t.batch_size % devices == 0 and t.eval_batch_size % devices == 0,
          f"train.batch_size={t.batch_size} and train.eval_batch_size={t.eval_batch_size} must be "
-         f"multiples of the {_data_devices(t)} devices the batch is split over"),
+         f"multiples of the {devices} devices the batch is split over"),
         (all(0 <= config.model[k] < 1 or config.model[k] < 0 for k in
              ("hidden_dropout_prob", "attention_probs_dropout_prob"))
          and 0 <= config.model.classifier_dropout_prob < 1, "model dropout rates must be < 1"),
-        (config.model.name_or_path or s.model_type in ("albert", "bert"),
-         f"model.scratch.model_type={s.model_type!r} is not albert/bert"),
-        (config.model.name_or_path or s.hidden_size % max(s.num_attention_heads, 1) == 0,
-         f"model.scratch.hidden_size={s.hidden_size} is not a multiple of "
-         f"num_attention_heads={s.num_attention_heads}"),
-        (config.model.name_or_path or min(s.hidden_size, s.num_hidden_layers, s.num_attention_heads,
-                                          s.intermediate_size, s.embedding_size) >= 1,
-         "model.scratch sizes must be >= 1"),
-        (config.model.name_or_path or d.max_length <= s.max_position_embeddings,
-         f"data.max_length={d.max_length} exceeds model.scratch.max_position_embeddings="
-         f"{s.max_position_embeddings}"),
     ]
+    if not config.model.name_or_path:  # a model from scratch: its sizes come from model.scratch
+        checks += [
+            (s.model_type in ("albert", "bert"),
+             f"model.scratch.model_type={s.model_type!r} is not albert/bert"),
+            (s.hidden_size % max(s.num_attention_heads, 1) == 0,
+             f"model.scratch.hidden_size={s.hidden_size} is not a multiple of "
+             f"num_attention_heads={s.num_attention_heads}"),
+            (min(s.hidden_size, s.num_hidden_layers, s.num_attention_heads, s.intermediate_size,
+                 s.embedding_size) >= 1, "model.scratch sizes must be >= 1"),
+            (d.max_length <= s.max_position_embeddings,
+             f"data.max_length={d.max_length} exceeds model.scratch.max_position_embeddings="
+             f"{s.max_position_embeddings}"),
+        ]
     errors = [message for ok, message in checks if not ok]
     try:
         exit_policy(config)
@@ -524,7 +528,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     tx = make_optimizer(t, max(total // t.grad_accum, 1))
     full = {"model": params, "t": init_weight_logits(model.config.num_hidden_layers)}
     state = TrainState(jnp.zeros((), jnp.int32), full, tx.init(full))
-    mesh = parallel.data_mesh(1 if t.data_parallel == "off" else 0)
+    mesh = parallel.data_mesh(_data_devices(t))
     latest, best = _manager(workdir / "checkpoints", t.keep_checkpoints), _manager(workdir / "best", 1)
     best_metric = -np.inf
     resumed = _restore_latest(latest, jax.eval_shape(lambda: state), workdir)
@@ -543,7 +547,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
             meta=ocp.args.JsonSave({"best_metric": best_metric, "digest": _digest(state)})))
 
     step = int(state.step)
-    bar = tqdm(total=total, initial=step, disable=not t.progress or not parallel.is_leader(), unit="batch", dynamic_ncols=True)
+    bar = tqdm(total=total, initial=step, disable=not t.progress or not parallel.is_leader(),
+               unit="batch", dynamic_ncols=True)
     try:
         with open(metrics_path, "a") as metrics_file:
             def write(record: dict) -> None:
