@@ -36,6 +36,7 @@ ACTIVATIONS = {
 }
 DTYPES = ("float32", "bfloat16", "float16")
 POOLINGS = ("cls", "mean")
+ATTENTIONS = ("auto", "xla", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +48,9 @@ class EncoderConfig:
     parameters are always float32. ``pooling`` is what an exit head reads: the [CLS] vector (the
     paper, transformers' *ForSequenceClassification) or the masked mean of the tokens, for
     sentence-transformers checkpoints such as all-MiniLM-L6-v2 whose [CLS] state carries almost no
-    input information below the last layer (docs/results.md).
+    input information below the last layer (docs/results.md). ``attention`` picks the kernel:
+    ``xla`` (scores and softmax in float32, any device), ``cudnn`` (cuDNN's fused flash attention;
+    GPU, bfloat16/float16 only) or ``auto`` (cuDNN where it applies, else XLA).
     """
 
     model_type: str = "albert"
@@ -71,6 +74,7 @@ class EncoderConfig:
     head_per_layer: bool = False
     pooling: str = "cls"
     dtype: str = "float32"
+    attention: str = "xla"
 
     def __post_init__(self) -> None:
         errors = []
@@ -107,6 +111,10 @@ class EncoderConfig:
             errors.append(f"pooling={self.pooling!r} is not one of {POOLINGS}")
         if self.dtype not in DTYPES:
             errors.append(f"dtype={self.dtype!r} is not one of {DTYPES}")
+        if self.attention not in ATTENTIONS:
+            errors.append(f"attention={self.attention!r} is not one of {ATTENTIONS}")
+        elif self.attention == "cudnn" and self.dtype == "float32":
+            errors.append("attention='cudnn' needs dtype bfloat16 or float16")
         if errors:
             raise ValueError("invalid EncoderConfig: " + "; ".join(errors))
 
@@ -211,13 +219,20 @@ class TransformerLayer(nn.Module):
         q = split(_dense(cfg, hidden, "query")(x))
         k = split(_dense(cfg, hidden, "key")(x))
         v = split(_dense(cfg, hidden, "value")(x))
-        # Scores and softmax in float32 whatever the compute dtype: bf16 logits lose the ranking.
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-        scores = scores / jnp.sqrt(jnp.float32(head_dim))
-        scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(cfg.compute_dtype)
-        probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
-        context = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(batch, seq_len, hidden)
+        dropout = cfg.attention_probs_dropout_prob and not deterministic
+        if _fused_attention(cfg, head_dim) and not dropout:
+            # One cuDNN kernel: float32 scores and softmax inside, never written to memory.
+            full_mask = jnp.broadcast_to(mask, (batch, 1, seq_len, seq_len))  # cuDNN's bias shape
+            context = jax.nn.dot_product_attention(q, k, v, mask=full_mask, implementation="cudnn")
+        else:
+            # Scores and softmax in float32 whatever the compute dtype: bf16 logits lose the ranking.
+            scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+            scores = scores / jnp.sqrt(jnp.float32(head_dim))
+            scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+            probs = jax.nn.softmax(scores, axis=-1).astype(cfg.compute_dtype)
+            probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
+            context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+        context = context.reshape(batch, seq_len, hidden)
         attn = _dense(cfg, hidden, "attention_output")(context)
         attn = nn.Dropout(cfg.hidden_dropout_prob)(attn, deterministic=deterministic)
         x = _layer_norm(cfg, "attention_layer_norm")(x + attn)
@@ -225,6 +240,15 @@ class TransformerLayer(nn.Module):
         h = _dense(cfg, hidden, "ffn_output")(h)
         h = nn.Dropout(cfg.hidden_dropout_prob)(h, deterministic=deterministic)
         return _layer_norm(cfg, "output_layer_norm")(x + h)
+
+
+def _fused_attention(config: EncoderConfig, head_dim: int) -> bool:
+    """Whether a layer uses cuDNN's fused attention (``attention`` ``cudnn``, or ``auto`` on a GPU
+    with a half-precision dtype and a head size cuDNN takes)."""
+    if config.attention != "auto":
+        return config.attention == "cudnn"
+    return (jax.default_backend() == "gpu" and config.dtype != "float32"
+            and head_dim % 8 == 0 and head_dim <= 128)
 
 
 class _LayerStep(nn.Module):

@@ -619,7 +619,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     return {"best_validation": best_metric, "test": test, "step": step}
 
 
-_RESUMABLE_CHANGES = ("dtype", "hidden_dropout_prob", "attention_probs_dropout_prob",
+_RESUMABLE_CHANGES = ("dtype", "attention", "hidden_dropout_prob", "attention_probs_dropout_prob",
                       "classifier_dropout_prob")  # same params, another run setting
 
 

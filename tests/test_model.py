@@ -143,10 +143,24 @@ def test_gradients_reach_every_parameter():
     (dict(dtype="float64"), "dtype"),
     (dict(num_labels=0), "num_labels"),
     (dict(hidden_dropout_prob=1.5), "hidden_dropout_prob"),
+    (dict(attention="flash"), "attention"),
+    (dict(attention="cudnn"), "cudnn' needs dtype bfloat16"),
 ])
 def test_config_validation(changes, message):
     with pytest.raises(ValueError, match=message):
         tiny(**changes)
+
+
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="'auto' means cuDNN on a GPU")
+def test_auto_attention_is_the_xla_path_off_gpu():
+    # cuDNN's fused kernel needs a GPU (measured there: docs/benchmarks.md); elsewhere 'auto'
+    # must be exactly the float32-softmax path, bf16 included
+    ids, mask = batch()
+    for dtype in ("float32", "bfloat16"):
+        params = init_params(tiny(dtype=dtype))
+        logits = {a: ElbertModel(tiny(dtype=dtype, attention=a)).apply({"params": params}, ids, mask)
+                  .exit_logits for a in ("xla", "auto")}
+        np.testing.assert_array_equal(logits["auto"], logits["xla"])
 
 
 def test_sequence_longer_than_positions_is_refused():
