@@ -48,9 +48,11 @@ def main(argv):
     absl_logging.set_verbosity(absl_logging.WARNING)
     from tqdm import tqdm
 
+    from elbert_jax import parallel
     from elbert_jax.data import DataError
     from elbert_jax.predict import Predictor, Summary, read_texts, write_rows
 
+    parallel.configure_xla()
     try:
         predictor = Predictor.from_workdir(
             FLAGS.checkpoint, engine=FLAGS.engine, batch_size=FLAGS.batch_size,

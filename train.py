@@ -26,6 +26,9 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax is chatty at INFO
+    from elbert_jax import parallel
+
+    parallel.configure_xla()
     logging.getLogger("elbert_jax").setLevel(logging.INFO)
     from elbert_jax import report, training
 

@@ -76,3 +76,32 @@ def test_engines_on_four_devices_match_one(model_type):
         np.testing.assert_array_equal(got.prediction, one.prediction, err_msg=kind)
         np.testing.assert_allclose(got.probs, one.probs, atol=1e-6, err_msg=kind)
     np.testing.assert_array_equal(one.layer, depth)
+
+
+@pytest.mark.skipif(FOUR, reason="runs once, in the main process")
+def test_configure_xla_adds_gpu_command_buffers_once():
+    env = {}
+    parallel.configure_xla(env)
+    assert env["XLA_FLAGS"] == parallel.XLA_GPU_FLAGS
+    parallel.configure_xla(env)  # idempotent
+    assert env["XLA_FLAGS"] == parallel.XLA_GPU_FLAGS
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    parallel.configure_xla(env)  # other flags kept
+    assert env["XLA_FLAGS"] == "--xla_force_host_platform_device_count=4 " + parallel.XLA_GPU_FLAGS
+    mine = "--xla_gpu_enable_command_buffer="  # the user's own choice wins
+    env = {"XLA_FLAGS": mine}
+    parallel.configure_xla(env)
+    assert env["XLA_FLAGS"] == mine
+
+
+@pytest.mark.skipif(FOUR, reason="runs once, in the main process")
+def test_gpu_flags_parse_where_xla_runs():
+    # a flag XLA does not know aborts the process at start-up: the CLIs must not do that on CPU
+    code = ("import jax; from elbert_jax import parallel; parallel.configure_xla(); "
+            "print(jax.numpy.ones(2).sum())")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "2.0"
