@@ -43,6 +43,19 @@ def test_policy_overrides(trained):
         Predictor.from_workdir(workdir, engine="turbo")
 
 
+def test_serving_dtype_override(trained):
+    workdir, _ = trained
+    fp32 = Predictor.from_workdir(workdir, engine="refill")
+    bf16 = Predictor.from_workdir(workdir, engine="refill", dtype="bfloat16")
+    assert bf16.model.config.dtype == "bfloat16" and fp32.model.config.dtype == "float32"
+    a, b = fp32.predict(TEXTS), bf16.predict(TEXTS)
+    assert len(b) == len(TEXTS)
+    for x, y in zip(a, b):  # the same weights: bf16 rounding moves probabilities a little
+        assert abs(max(x["probs"]) - max(y["probs"])) < 0.05
+    with pytest.raises(ValueError, match="dtype"):
+        Predictor.from_workdir(workdir, dtype="float64")
+
+
 def test_read_texts(tmp_path):
     (tmp_path / "a.txt").write_bytes(b"one\r\n\r\ncaf\xe9 latin-1\nlast")
     assert list(read_texts(tmp_path / "a.txt")) == ["one", "", "caf\ufffd latin-1", "last"]
