@@ -37,16 +37,23 @@ flags.DEFINE_enum("mode", "synthetic", ["synthetic", "checkpoint"], "What to mea
 flags.DEFINE_string("batch_sizes", "1,32", "Comma-separated batch sizes.")
 flags.DEFINE_string("engines", "masked,compact,refill", "Engines to time besides full depth.")
 flags.DEFINE_integer("texts", 128, "Texts per timed pass.")
+flags.DEFINE_integer("small_batch_texts", 0, "Texts per pass for batch sizes below 64 (0 = --texts): "
+                     "batch 1 runs one call per text.")
 flags.DEFINE_integer("seq", 64, "Sequence length (synthetic).")
 flags.DEFINE_float("mean_depth", 4.0, "Mean planned exit depth (synthetic; L = 12).")
 flags.DEFINE_enum("profile", "uniform", ["uniform", "constant"],
                   "Planned depths: uniform on [1, 2 * mean - 1], or all at the mean.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+flags.DEFINE_string("attention", "xla", "Attention kernels to compare (comma-separated: xla, cudnn, "
+                    "auto); the first also runs the engines and peers.")
 flags.DEFINE_integer("reps", 3, "Timed passes per measurement (median reported).")
 flags.DEFINE_boolean("torch_peer", False, "Also time transformers' ALBERT at full depth.")
 flags.DEFINE_string("checkpoint", None, "Workdir for --mode checkpoint.")
 flags.DEFINE_string("input", None, "Texts for --mode checkpoint (.txt, one per line); default: "
-                    "../shared Financial PhraseBank 50Agree.")
+                    "Financial PhraseBank 50Agree from --phrasebank.")
+flags.DEFINE_string("phrasebank", str(Path(__file__).resolve().parents[2] / "shared" / "data" /
+                                      "financial_phrasebank" / "FinancialPhraseBank-v1.0"),
+                    "FinancialPhraseBank-v1.0 folder for --mode checkpoint.")
 flags.DEFINE_string("output", None, "Also write the results as JSON here.")
 FLAGS = flags.FLAGS
 
@@ -72,7 +79,21 @@ def planned_depths(num_texts: int, num_layers: int, mean: float, profile: str, s
     return np.random.default_rng(seed).integers(1, high + 1, num_texts).astype(np.int32)
 
 
-def time_engines(model, params, policy, rows, thresholds, batch_sizes, kinds, reps):
+def report(row: dict) -> None:
+    """Prints a measurement and appends it to ``--output``.partial.jsonl, so a run cut short by a
+    time limit keeps what it measured."""
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    if FLAGS.output:
+        with open(FLAGS.output + ".partial.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def texts_for(batch: int, available: int) -> int:
+    small = FLAGS.small_batch_texts if batch < 64 and FLAGS.small_batch_texts else available
+    return min(available, small)
+
+
+def time_engines(model, params, policy, rows, thresholds, batch_sizes, kinds, reps, suffix=""):
     """[{batch, engine, texts_per_s, mean_exit_layer}] and whether every engine matched full."""
     from elbert_jax.engines import Engine
 
@@ -80,13 +101,16 @@ def time_engines(model, params, policy, rows, thresholds, batch_sizes, kinds, re
     num_layers = model.config.num_hidden_layers
     for batch in batch_sizes:
         reference = None
+        count = texts_for(batch, len(rows[0]))
+        batch_rows = tuple(r[:count] for r in rows)
+        batch_thresholds = None if thresholds is None else thresholds[:count]
         for kind in ("full",) + tuple(kinds):
             engine = Engine(model, params, policy, kind=kind, batch_size=batch,
                             buckets=(16, 32, 64, 128))
             out = {}
 
             def run(engine=engine, out=out):
-                out["r"] = engine(*rows, thresholds=thresholds)
+                out["r"] = engine(*batch_rows, thresholds=batch_thresholds)
 
             seconds = median_seconds(run, reps)
             r = out["r"]
@@ -95,10 +119,15 @@ def time_engines(model, params, policy, rows, thresholds, batch_sizes, kinds, re
             same = bool((r.layer == reference.layer).all() and
                         (r.prediction == reference.prediction).all())
             exact &= same
-            results.append({"batch": batch, "engine": engine.kind, "seconds": seconds,
-                            "texts_per_s": len(r.layer) / seconds,
-                            "mean_exit_layer": float(r.layer.mean()), "same_rows_as_full": same})
-            print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+            differ = {"rows_with_other_layer": int((r.layer != reference.layer).sum()),
+                      "rows_with_other_label": int((r.prediction != reference.prediction).sum())}
+            name = engine.kind if engine.kind == kind else f"{kind} (runs {engine.kind})"
+            results.append({"batch": batch, "engine": name + suffix, "seconds": seconds,
+                            "texts": count, "texts_per_s": len(r.layer) / seconds,
+                            "ms_per_call": 1e3 * seconds / -(-count // batch),
+                            "mean_exit_layer": float(r.layer.mean()), "same_rows_as_full": same,
+                            **differ})
+            report(results[-1])
         full = results[-1 - len(kinds)]["texts_per_s"]
         for row in results[-len(kinds):]:
             row["speedup_vs_full"] = row["texts_per_s"] / full
@@ -123,17 +152,20 @@ def torch_peer(config, batch_sizes, num_texts, seq, dtype, device, reps):
     rows = []
     for name, model in variants:
         for batch in batch_sizes:
-            def run(model=model, batch=batch):
+            count = texts_for(batch, num_texts)
+
+            def run(model=model, batch=batch, count=count):
                 with torch.inference_mode():
-                    for first in range(0, num_texts, batch):
+                    for first in range(0, count, batch):
                         model(input_ids=ids[first:first + batch]).logits.float().cpu()
                 if dev == "cuda":
                     torch.cuda.synchronize()
 
             seconds = median_seconds(run, reps)
-            rows.append({"batch": batch, "engine": name, "seconds": seconds,
-                         "texts_per_s": num_texts / seconds})
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+            rows.append({"batch": batch, "engine": name, "seconds": seconds, "texts": count,
+                         "texts_per_s": count / seconds,
+                         "ms_per_call": 1e3 * seconds / -(-count // batch)})
+            report(rows[-1])
     return rows
 
 
@@ -144,8 +176,9 @@ def synthetic():
     from elbert_jax import exits
     from elbert_jax.model import ElbertModel, EncoderConfig, init_params
 
-    config = EncoderConfig(num_labels=3, dtype=FLAGS.dtype)  # defaults: albert-base-v2 shape
-    model, params = ElbertModel(config), init_params(config, 0)
+    attentions = FLAGS.attention.split(",")
+    config = EncoderConfig(num_labels=3, dtype=FLAGS.dtype, attention=attentions[0])
+    model, params = ElbertModel(config), init_params(config, 0)  # albert-base-v2 shape
     rng = np.random.default_rng(0)
     ids = rng.integers(5, config.vocab_size, (FLAGS.texts, FLAGS.seq)).astype(np.int32)
     mask = np.ones_like(ids)
@@ -155,13 +188,27 @@ def synthetic():
     results, exact = time_engines(model, params, exits.ExitPolicy("static"),
                                   (ids, mask, np.zeros_like(ids)), plan, batch_sizes, kinds,
                                   FLAGS.reps)
-    assert abs(results[0]["mean_exit_layer"] - plan.mean()) < 1e-6
+    for other in attentions[1:]:  # the same weights through another attention kernel
+        variant = ElbertModel(config.replace(attention=other))
+        try:
+            more, same = time_engines(variant, params, exits.ExitPolicy("static"),
+                                      (ids, mask, np.zeros_like(ids)), plan, batch_sizes, kinds,
+                                      FLAGS.reps, suffix=f" [{other}]")
+        except Exception as err:  # noqa: BLE001 - report the kernel that failed, keep the rest
+            print(f"attention={other} failed: {type(err).__name__}: {err}", file=sys.stderr)
+            continue
+        results += more
+        exact &= same
+    for r in results:  # the planned depths are what every engine ran
+        assert abs(r["mean_exit_layer"] - plan[:r["texts"]].mean()) < 1e-6, r
     if FLAGS.torch_peer:
         results += torch_peer(config, batch_sizes, FLAGS.texts, FLAGS.seq, FLAGS.dtype,
                               FLAGS.device, FLAGS.reps)
     setting = {"mode": "synthetic", "device": str(jax.devices()[0].device_kind),
-               "dtype": FLAGS.dtype, "texts": FLAGS.texts, "seq": FLAGS.seq,
-               "planned_mean_depth": float(plan.mean()), "profile": FLAGS.profile}
+               "dtype": FLAGS.dtype, "attention": attentions, "texts": FLAGS.texts,
+               "small_batch_texts": FLAGS.small_batch_texts, "seq": FLAGS.seq,
+               "planned_mean_depth": float(plan.mean()), "profile": FLAGS.profile,
+               "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", "")}
     return setting, results, exact
 
 
@@ -175,8 +222,7 @@ def checkpoint():
     if FLAGS.input:
         texts = list(read_texts(FLAGS.input))
     else:
-        shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "financial_phrasebank"
-        texts = data.read_phrasebank(shared / "FinancialPhraseBank-v1.0", "50Agree").texts
+        texts = data.read_phrasebank(FLAGS.phrasebank, "50Agree").texts
     texts = texts[:FLAGS.texts]
     enc = predictor.tokenizer(texts, max_length=predictor.max_length, pad_to=predictor.max_length)
     rows = (enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
@@ -194,20 +240,26 @@ def main(argv):
     del argv
     if FLAGS.device == "cpu":
         os.environ["JAX_PLATFORMS"] = "cpu"
+    from elbert_jax import parallel
+
+    parallel.configure_xla()  # what infer.py runs with (XLA_FLAGS set by hand take precedence)
     setting, results, exact = synthetic() if FLAGS.mode == "synthetic" else checkpoint()
     print(json.dumps(setting))
-    print(f"{'batch':>6} {'engine':<28} {'texts/s':>10} {'mean depth':>10} {'vs full':>8} "
-          f"{'efficiency':>10}")
+    print(f"{'batch':>6} {'engine':<30} {'texts/s':>10} {'ms/call':>8} {'mean depth':>10} "
+          f"{'vs full':>8} {'efficiency':>10}")
     for r in results:
-        print(f"{r['batch']:>6} {r['engine']:<28} {r['texts_per_s']:>10.1f} "
+        print(f"{r['batch']:>6} {r['engine']:<30} {r['texts_per_s']:>10.1f} {r['ms_per_call']:>8.3f} "
               f"{r.get('mean_exit_layer', float('nan')):>10.2f} "
               f"{r.get('speedup_vs_full', float('nan')):>8.2f} "
               f"{r.get('efficiency', float('nan')):>10.2f}")
-    peers = {r["batch"]: r["texts_per_s"] for r in results if r["engine"].startswith("transformers")}
+    peers: dict[int, float] = {}
+    for r in results:
+        if r["engine"].startswith("transformers"):
+            peers[r["batch"]] = max(peers.get(r["batch"], 0.0), r["texts_per_s"])
     for r in results:  # against the fastest transformers variant at the same batch size
         if r["batch"] in peers and not r["engine"].startswith("transformers"):
             r["vs_transformers"] = r["texts_per_s"] / peers[r["batch"]]
-            print(f"batch {r['batch']:>5} {r['engine']:<8} / best transformers: "
+            print(f"batch {r['batch']:>5} {r['engine']:<16} / fastest transformers: "
                   f"{r['vs_transformers']:.2f}x")
     print(f"every engine gave the full-depth exit layers and labels: {exact}")
     if FLAGS.output:

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The GPU measurements of docs/benchmarks.md and docs/results.md, one stage per device call:
+#   bash bench/h100.sh engines   # early-exit engines vs full depth vs transformers (bf16)
+#   bash bench/h100.sh probe     # full depth and engines under a few XLA flag settings
+#   bash bench/h100.sh train     # one PhraseBank epoch of albert-base shape: ours vs transformers
+#   bash bench/h100.sh minilm    # MiniLM on PhraseBank 50Agree (mean pooling, CWB N=4 tau 0.75),
+#                                # seeds ${SEEDS:-0 1 2}, then the engines on seed 0's checkpoint
+# or several stages in one call: LIMIT=300 bash bench/h100.sh engines train
+# Run from the repository root on the GPU machine. Inputs come from .gpu/ (copies of ../shared:
+# phrasebank/, albert-tokenizer/, minilm/) and .whl/ (ml_collections, absent from the image);
+# logs and JSON go to ${OUT:-bench/results}.
+set -u
+OUT=${OUT:-bench/results}
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.6
+PY=python3
+if ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .whl/*.whl && export PYTHONPATH=/tmp/site:.
+fi
+{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
+$PY -c "import jax, flax, optax, transformers, torch; print('jax', jax.__version__, 'flax', flax.__version__,
+'optax', optax.__version__, 'transformers', transformers.__version__, 'torch', torch.__version__,
+jax.devices())"; } 2>&1 | tee "$OUT/h100_env.txt"
+
+LIMIT=${LIMIT:-540}  # seconds per stage
+for stage in "${@:-engines}"; do
+case "$stage" in
+engines)
+  timeout $LIMIT $PY bench/engines.py --device gpu --dtype bfloat16 --batch_sizes 1,64,1024 \
+    --texts 16384 --small_batch_texts 256 --reps 5 --attention xla --torch_peer \
+    --output "$OUT/h100_engines.json" 2>&1 | grep -v "^I1\|^W1" | tee "$OUT/h100_engines.log" ;;
+probe)  # XLA flags that may cut launch overhead (CUDA graphs around loops) or fuse epilogues
+  for flags in "" \
+      "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1" \
+      "--xla_gpu_enable_cublaslt=true"; do
+    echo "== XLA_FLAGS=$flags"
+    XLA_FLAGS="$flags" timeout 150 $PY bench/engines.py --device gpu --dtype bfloat16 \
+      --batch_sizes 1,1024 --engines masked,refill --texts 16384 --small_batch_texts 256 --reps 5 \
+      2>&1 | grep -v "^I1\|^W1\|^{" | tail -9
+  done ;;
+train)
+  timeout $LIMIT $PY bench/train_epoch.py --phrasebank .gpu/phrasebank --tokenizer .gpu/albert-tokenizer \
+    --dtype bfloat16 --torch_compile --output "$OUT/h100_train_epoch.json" 2>&1 \
+    | tee "$OUT/h100_train_epoch.log" ;;
+minilm)
+  for seed in ${SEEDS:-0 1 2}; do
+    timeout 200 $PY train.py --config configs/fsa_minilm.py --workdir "/tmp/runs/minilm_s$seed" \
+      --config.seed=$seed --config.model.name_or_path=.gpu/minilm \
+      --config.data.path=.gpu/phrasebank --config.train.progress=False \
+      --config.model.pooling=mean --config.exit.window=4 --config.exit.threshold=0.75 2>&1 | tail -3
+    grep '"split": "test"' "/tmp/runs/minilm_s$seed/metrics.jsonl" | sed "s/^/seed $seed /" \
+      >> "$OUT/h100_minilm.jsonl"
+  done
+  timeout 200 $PY bench/engines.py --device gpu --mode checkpoint --checkpoint /tmp/runs/minilm_s0 \
+    --phrasebank .gpu/phrasebank --texts 4846 --batch_sizes 1,64,1024 --small_batch_texts 512 \
+    --reps 5 --output "$OUT/h100_minilm_engines.json" 2>&1 | grep -v "^I1\|^W1" ;;
+esac
+done

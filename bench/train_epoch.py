@@ -1,0 +1,184 @@
+"""One training epoch of an albert-base-v2-shape model on Financial PhraseBank: ours vs transformers.
+
+COMMAND (H100, bf16, both trainers in one run):
+  python bench/train_epoch.py --phrasebank ../shared/data/financial_phrasebank/FinancialPhraseBank-v1.0 \
+      --tokenizer ../shared/models/albert-base-v2-tokenizer --dtype bfloat16 --torch_compile \
+      --output bench/results/h100_train_epoch.json
+COMMAND (2-core CPU smoke run, tiny shape): add --shape tiny --max_steps 6 --dtype float32
+
+Both trainers see the same batches: the 50Agree FinBERT-protocol train split (deduplicated, 80/20
+then 10% validation, seed 0), tokenised by the ALBERT tokenizer, max_len 64, batch 32, padded to
+the length buckets 16/32/64. Weights are random (no ALBERT checkpoint exists offline; the speed of
+a step does not depend on them). Ours: the library's jitted train step (ELBERT's weighted loss
+over all 12 exits, AdamW + warmup/decay + clipping, float32 parameters, ``--dtype`` compute).
+Peer: transformers' AlbertForSequenceClassification (one exit), torch AdamW (fused), the same
+schedule and clipping, float32 parameters with bf16 autocast; eager, and torch.compile when asked.
+Each trainer runs two epochs; the first includes compilation, the second is the epoch time
+reported, so the ratio compares steady-state training of the same shape in the same process.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+flags.DEFINE_string("phrasebank", None, "FinancialPhraseBank-v1.0 folder (or zip).", required=True)
+flags.DEFINE_string("tokenizer", None, "ALBERT tokenizer folder.", required=True)
+flags.DEFINE_string("subset", "50Agree", "PhraseBank subset.")
+flags.DEFINE_enum("shape", "base", ["base", "tiny"], "albert-base-v2 shape, or a tiny smoke shape.")
+flags.DEFINE_enum("dtype", "bfloat16", ["float32", "bfloat16"], "Compute dtype (both trainers).")
+flags.DEFINE_integer("batch_size", 32, "Rows per step.")
+flags.DEFINE_integer("max_steps", 0, "Steps per epoch (0 = the whole epoch; for smoke runs).")
+flags.DEFINE_boolean("torch_peer", True, "Time transformers' PyTorch training too.")
+flags.DEFINE_boolean("torch_compile", False, "Also time the peer under torch.compile.")
+flags.DEFINE_string("output", None, "Also write the results as JSON here.")
+FLAGS = flags.FLAGS
+TINY = dict(embedding_size=32, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+            intermediate_size=128)
+
+
+def batches(encoded, buckets, epoch: int) -> list[dict]:
+    from elbert_jax import data as data_lib
+
+    out = []
+    for batch in data_lib.train_batches(encoded, FLAGS.batch_size, 0, epoch, buckets):
+        batch.pop("index")
+        out.append(batch)
+        if FLAGS.max_steps and len(out) == FLAGS.max_steps:
+            break
+    return out
+
+
+def time_ours(config, model, params, epochs: list[list[dict]]) -> dict:
+    import jax
+
+    from elbert_jax import parallel
+    from elbert_jax.losses import init_weight_logits
+    from elbert_jax.training import TrainState, make_optimizer, make_train_step
+
+    tx = make_optimizer(config.train, sum(len(e) for e in epochs))
+    full = {"model": params, "t": init_weight_logits(model.config.num_hidden_layers)}
+    mesh = parallel.data_mesh(1)
+    state = parallel.replicate(TrainState(jax.numpy.zeros((), jax.numpy.int32), full,
+                                          tx.init(full)), mesh)
+    step = make_train_step(model, tx, config, mesh)
+    seconds, losses = [], []
+    for epoch in epochs:
+        start = time.perf_counter()
+        for batch in epoch:
+            state, out = step(state, batch)
+            losses.append(out["loss"])
+        jax.block_until_ready(state)
+        seconds.append(time.perf_counter() - start)
+    losses = [float(x) for x in losses]
+    return {"trainer": f"elbert_jax ({model.config.num_hidden_layers} exits, dyn weights)",
+            "first_epoch_s": seconds[0], "epoch_s": seconds[-1], "first_loss": losses[0], "last_loss": losses[-1]}
+
+
+def time_torch(encoder_config, t, epochs: list[list[dict]], compiled: bool) -> dict:
+    import torch
+    import transformers
+
+    from elbert_jax.convert import config_to_hf
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(0)
+    hf = transformers.AlbertForSequenceClassification(config_to_hf(encoder_config)).to(dev).train()
+    decay = [p for n, p in hf.named_parameters() if not n.endswith("bias") and "LayerNorm" not in n]
+    rest = [p for n, p in hf.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
+                             {"params": rest, "weight_decay": 0.0}], lr=t.lr,
+                            fused=dev == "cuda")
+    total = sum(len(e) for e in epochs)
+    sched = transformers.get_linear_schedule_with_warmup(opt, int(t.warmup_fraction * total), total)
+    forward = torch.compile(hf, dynamic=False) if compiled else hf
+    autocast = torch.autocast(dev, dtype=torch.bfloat16, enabled=FLAGS.dtype == "bfloat16")
+
+    def step(batch):
+        b = {k: torch.from_numpy(v).to(dev, non_blocking=True) for k, v in batch.items()}
+        # padding rows (weight 0) have an all-zero mask; SDPA gives NaN there, and 0 * NaN = NaN
+        # in the loss: let them see their first token (ours gives such rows a uniform softmax)
+        b["attention_mask"][:, 0] = 1
+        with autocast:
+            logits = forward(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                             token_type_ids=b["token_type_ids"]).logits
+        ce = torch.nn.functional.cross_entropy(logits.float(), b["labels"].long(), reduction="none")
+        loss = (ce * b["weight"]).sum() / b["weight"].sum().clamp(min=1)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(hf.parameters(), t.clip_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    seconds, losses = [], []
+    for epoch in epochs:
+        start = time.perf_counter()
+        for batch in epoch:
+            losses.append(step(batch))
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - start)
+    name = "transformers AlbertForSequenceClassification" + (", torch.compile" if compiled else
+                                                             ", eager")
+    return {"trainer": name, "first_epoch_s": seconds[0], "epoch_s": seconds[-1],
+            "first_loss": float(losses[0]), "last_loss": float(losses[-1])}
+
+
+def main(argv):
+    del argv
+    import jax
+
+    from elbert_jax import data as data_lib
+    from elbert_jax import parallel
+    from elbert_jax.model import ElbertModel, EncoderConfig, init_params
+    from elbert_jax.tokenizer import load_tokenizer
+    from elbert_jax.training import base_config, load_splits
+
+    parallel.configure_xla()  # as train.py
+    config = base_config()
+    config.seed = 0
+    config.data.path, config.data.subset = FLAGS.phrasebank, FLAGS.subset
+    config.model.dtype = FLAGS.dtype
+    config.train.batch_size = FLAGS.batch_size
+    splits = load_splits(config)
+    tokenizer = load_tokenizer(FLAGS.tokenizer)
+    encoded = data_lib.encode(tokenizer, splits.train, config.data.max_length)
+    buckets = tokenizer.buckets(config.data.max_length, config.data.buckets)
+    epochs = [batches(encoded, buckets, e) for e in range(2)]
+    shape = TINY if FLAGS.shape == "tiny" else {}
+    encoder = EncoderConfig(vocab_size=tokenizer.vocab_size, num_labels=3, dtype=FLAGS.dtype,
+                            pad_token_id=tokenizer.pad_token_id, **shape)
+    model = ElbertModel(encoder)
+    rows = [ours := time_ours(config, model, init_params(encoder, 0), epochs)]
+    print(json.dumps(ours), flush=True)
+    if FLAGS.torch_peer:
+        for compiled in (False, True) if FLAGS.torch_compile else (False,):
+            rows.append(time_torch(encoder, config.train, epochs, compiled))
+            print(json.dumps(rows[-1]), flush=True)
+    texts = int(sum(b["weight"].sum() for b in epochs[-1]))
+    setting = {"device": str(jax.devices()[0].device_kind), "dtype": FLAGS.dtype,
+               "shape": FLAGS.shape, "subset": FLAGS.subset, "texts_per_epoch": texts,
+               "steps_per_epoch": len(epochs[-1]), "batch_size": FLAGS.batch_size,
+               "buckets": buckets}
+    print(json.dumps(setting))
+    print(f"{'trainer':<58} {'epoch s':>8} {'texts/s':>9} {'first epoch s':>14} {'loss':>14}")
+    for r in rows:
+        r["texts_per_s"] = texts / r["epoch_s"]
+        r["ours_speedup"] = r["epoch_s"] / ours["epoch_s"]
+        print(f"{r['trainer']:<58} {r['epoch_s']:>8.2f} {r['texts_per_s']:>9.0f} "
+              f"{r['first_epoch_s']:>14.2f} {r['first_loss']:>6.3f}->{r['last_loss']:.3f}")
+    for r in rows[1:]:
+        print(f"ours vs {r['trainer']}: {r['ours_speedup']:.2f}x (epoch time ratio)")
+    if FLAGS.output:
+        Path(FLAGS.output).write_text(json.dumps({"setting": setting, "results": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    app.run(main)
