@@ -219,7 +219,7 @@ class TransformerLayer(nn.Module):
         q = split(_dense(cfg, hidden, "query")(x))
         k = split(_dense(cfg, hidden, "key")(x))
         v = split(_dense(cfg, hidden, "value")(x))
-        dropout = cfg.attention_probs_dropout_prob and not deterministic
+        dropout = bool(cfg.attention_probs_dropout_prob) and not deterministic
         if _fused_attention(cfg, head_dim) and not dropout:
             # One cuDNN kernel: float32 scores and softmax inside, never written to memory.
             full_mask = jnp.broadcast_to(mask, (batch, 1, seq_len, seq_len))  # cuDNN's bias shape
