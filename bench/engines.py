@@ -48,6 +48,8 @@ flags.DEFINE_string("attention", "xla", "Attention kernels to compare (comma-sep
                     "auto); the first also runs the engines and peers.")
 flags.DEFINE_integer("reps", 3, "Timed passes per measurement (median reported).")
 flags.DEFINE_boolean("torch_peer", False, "Also time transformers' ALBERT at full depth.")
+flags.DEFINE_string("torch_compile_modes", "default", "torch.compile modes of the GPU peer "
+                    "(comma-separated: default, reduce-overhead, max-autotune).")
 flags.DEFINE_string("checkpoint", None, "Workdir for --mode checkpoint.")
 flags.DEFINE_string("input", None, "Texts for --mode checkpoint (.txt, one per line); default: "
                     "Financial PhraseBank 50Agree from --phrasebank.")
@@ -148,7 +150,9 @@ def torch_peer(config, batch_sizes, num_texts, seq, dtype, device, reps):
     ids = torch.randint(5, config.vocab_size, (num_texts, seq), device=dev)
     variants = [("transformers eager", hf)]
     if device == "gpu":
-        variants.append(("transformers torch.compile", torch.compile(hf)))
+        for mode in FLAGS.torch_compile_modes.split(","):
+            suffix = "" if mode == "default" else f" ({mode})"
+            variants.append((f"transformers torch.compile{suffix}", torch.compile(hf, mode=mode)))
     rows = []
     for name, model in variants:
         for batch in batch_sizes:
