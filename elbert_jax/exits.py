@@ -163,13 +163,14 @@ def default_threshold(policy: ExitPolicy) -> float:
 
 
 def default_thresholds(policy: ExitPolicy, num_layers: int) -> np.ndarray:
-    """The grid a sweep walks for ``policy``: probability/entropy levels, or integer depths."""
+    """The grid a sweep walks for ``policy``: probability/entropy levels in steps of 0.01 (0.005
+    for max-prob) so that a cost budget is met closely, or integer depths."""
     if policy.name in ("cwb", "entropy"):
-        return np.round(np.linspace(0.05, 0.95, 19), 4)
+        return np.round(np.linspace(0.01, 0.99, 99), 4)
     if policy.name == "raw_entropy":
-        return np.round(np.linspace(0.05, 1.1, 22), 4)
+        return np.round(np.linspace(0.01, 1.1, 110), 4)
     if policy.name == "max_prob":
-        return np.round(np.linspace(0.35, 0.995, 27), 4)
+        return np.round(np.linspace(0.335, 0.995, 133), 4)
     if policy.name == "patience":
         return np.arange(1, num_layers, dtype=np.int32)
     return np.arange(1, num_layers + 1, dtype=np.int32)
