@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax
 import jax
@@ -71,6 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
         lr=3e-5, weight_decay=0.01, warmup_fraction=0.1, clip_norm=1.0,
         weighting="dyn", t_lr=1e-2, t_grad_quirk=False,
         distill_weight=0.0, distill_temperature=1.0,
+        ema_decay=0.0,  # > 0: evaluate, select and save an EMA of the encoder params (Polyak)
         log_every=20, checkpoint_every=0, keep_checkpoints=2, select_metric="accuracy",
         progress=True, max_steps=0,
         data_parallel="auto",  # "auto": split every batch over all devices (and hosts); "off": one
@@ -157,6 +158,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         (t.weight_decay >= 0 and t.distill_weight >= 0, "train.weight_decay and "
          "train.distill_weight must be >= 0"),
         (t.distill_temperature > 0, f"train.distill_temperature={t.distill_temperature} must be > 0"),
+        (0 <= t.ema_decay < 1, f"train.ema_decay={t.ema_decay} must be in [0, 1)"),
         (t.data_parallel in ("auto", "off"), f"train.data_parallel={t.data_parallel!r} is not auto/off"),
         (t.batch_size % devices == 0 and t.eval_batch_size % devices == 0,
          f"train.batch_size={t.batch_size} and train.eval_batch_size={t.eval_batch_size} must be "
@@ -326,8 +328,45 @@ def _running_sum() -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
+class AveragedState(NamedTuple):
+    inner: optax.OptState
+    average: optax.EmaState  # EMA of the encoder params after each update, not yet debiased
+
+
+def with_param_average(tx: optax.GradientTransformation, decay: float
+                       ) -> optax.GradientTransformation:
+    """``tx``, also keeping an exponential moving average of the encoder params it produces.
+
+    Fine-tuning on a few thousand texts fits in an epoch or two and then wanders from epoch to
+    epoch; the average smooths that out. It lives in the optimizer state, so it is checkpointed
+    and a resumed run equals an uninterrupted one.
+    """
+    ema = optax.ema(decay, debias=True)
+
+    def init(params):
+        return AveragedState(tx.init(params), ema.init(params["model"]))
+
+    def update(updates, state, params):
+        updates, inner = tx.update(updates, state.inner, params)
+        _, average = ema.update(optax.apply_updates(params["model"], updates["model"]),
+                                state.average)
+        return updates, AveragedState(inner, average)
+    return optax.GradientTransformation(init, update)
+
+
+def averaged_params(opt_state: Any, decay: float) -> Params | None:
+    """The debiased parameter average of a ``with_param_average`` state (None without one)."""
+    if isinstance(opt_state, optax.MultiStepsState):
+        opt_state = opt_state.inner_opt_state
+    if not isinstance(opt_state, AveragedState):
+        return None
+    correction = 1 - decay ** opt_state.average.count.astype(jnp.float32)
+    return jax.tree.map(lambda x: x / correction, opt_state.average.ema)
+
+
 def make_optimizer(t: ml_collections.ConfigDict, total_updates: int) -> optax.GradientTransformation:
-    """AdamW + warmup + linear decay + clipping on the encoder; constant-lr Adam on ``t``."""
+    """AdamW + warmup + linear decay + clipping on the encoder; constant-lr Adam on ``t``; an
+    average of the encoder params when ``t.ema_decay > 0``."""
     warmup = int(t.warmup_fraction * total_updates)
     schedule = optax.join_schedules(
         [optax.linear_schedule(0.0, t.lr, max(warmup, 1)),
@@ -342,6 +381,8 @@ def make_optimizer(t: ml_collections.ConfigDict, total_updates: int) -> optax.Gr
     labels = lambda params: {"model": jax.tree.map(lambda _: "model", params["model"]),  # noqa: E731
                              "t": "t"}
     tx = optax.multi_transform({"model": encoder, "t": weights}, labels)
+    if t.ema_decay:
+        tx = with_param_average(tx, t.ema_decay)
     return optax.MultiSteps(tx, every_k_schedule=t.grad_accum) if t.grad_accum > 1 else tx
 
 
@@ -588,14 +629,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                     best.close()
                     return {"stopped_at": step}
                 if step % spe == 0 or step == total:
-                    probs = exit_probabilities(prob_fn, state.params["model"], encoded["validation"],
+                    params = averaged_params(state.opt_state, t.ema_decay)
+                    if params is None:
+                        params = state.params["model"]
+                    probs = exit_probabilities(prob_fn, params, encoded["validation"],
                                                t.eval_batch_size, buckets)
                     val = exit_metrics(probs, encoded["validation"].labels, policy)
                     improved = val[t.select_metric] > best_metric
                     if improved:
                         best_metric = val[t.select_metric]
                         best.save(step, args=ocp.args.Composite(
-                            params=ocp.args.StandardSave(state.params["model"]),
+                            params=ocp.args.StandardSave(params),
                             meta=ocp.args.JsonSave({"epoch": epoch, "validation": val})), force=True)
                     write({"step": step, "epoch": epoch, "split": "validation", "best": improved, **val})
                     log.info("epoch %d validation: accuracy %.4f macro-F1 %.4f %s %.4f at cost %.3f",

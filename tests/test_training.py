@@ -37,10 +37,11 @@ def test_workdir_contents_and_metrics(trained):
     assert result["best_validation"] == pytest.approx(best)
 
 
-def test_resume_equals_uninterrupted(tmp_path, trained):
-    """Crash mid-epoch after a checkpoint, rerun the same command: identical params."""
-    workdir, _ = trained
-    config = tiny(**{"train.checkpoint_every": 3})
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_equals_uninterrupted(tmp_path, ema_decay):
+    """Crash mid-epoch after a checkpoint, rerun the same command: identical params (with a
+    parameter average too: it is part of the checkpointed optimizer state)."""
+    config = tiny(**{"train.checkpoint_every": 3, "train.ema_decay": ema_decay})
     reference = training.train_and_evaluate(config, tmp_path / "a")
     assert training.train_and_evaluate(config, tmp_path / "b", stop_at_step=5) == {"stopped_at": 5}
     resumed = training.train_and_evaluate(config, tmp_path / "b")
@@ -51,6 +52,48 @@ def test_resume_equals_uninterrupted(tmp_path, trained):
         np.testing.assert_array_equal(a, b)
     steps = [json.loads(line).get("step") for line in (tmp_path / "b" / "metrics.jsonl").open()]
     assert steps == sorted(steps)  # the crashed run's records past step 3 were dropped
+
+
+@pytest.mark.parametrize("accumulate", [1, 3])
+def test_param_average_is_the_debiased_ema_of_the_updated_params(accumulate):
+    import jax.numpy as jnp
+    import optax
+
+    decay = 0.8
+    inner = optax.multi_transform({"model": optax.sgd(0.1), "t": optax.sgd(0.1)},
+                                  {"model": {"w": "model"}, "t": "t"})
+    tx = training.with_param_average(inner, decay)
+    if accumulate > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=accumulate)
+    params = {"model": {"w": jnp.array([1.0, -2.0])}, "t": jnp.zeros(2)}
+    state = tx.init(params)
+    assert training.averaged_params(tx.init(params), decay) is not None
+    expected, visited = np.zeros(2), []
+    for i in range(4 * accumulate):
+        grads = {"model": {"w": jnp.array([0.5, 1.0]) * (i + 1)}, "t": jnp.ones(2)}
+        updates, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        if (i + 1) % accumulate == 0:  # only real updates count, not accumulation micro-steps
+            visited.append(np.asarray(params["model"]["w"]))
+    for w in visited:
+        expected = decay * expected + (1 - decay) * w
+    expected /= 1 - decay ** len(visited)
+    np.testing.assert_allclose(training.averaged_params(state, decay)["w"], expected, rtol=1e-6)
+    assert training.averaged_params(inner.init(params), decay) is None
+
+
+def test_param_average_is_what_gets_evaluated_and_saved(tmp_path):
+    """With a negligible decay the average is the last params, so the best checkpoint of a
+    one-epoch run equals the plain run's (the params after each update are averaged, not those
+    before); with a real decay it differs (the average, not the last params, is saved)."""
+    runs = {decay: training.train_and_evaluate(tiny(**{"train.epochs": 1, "train.ema_decay": decay}),
+                                               tmp_path / str(decay)) for decay in (0.0, 1e-9, 0.9)}
+    assert runs[1e-9]["test"]["per_exit_accuracy"] == runs[0.0]["test"]["per_exit_accuracy"]
+    best = {decay: jax.tree.leaves(training.restore_best_params(tmp_path / str(decay))[1])
+            for decay in runs}
+    for x, y in zip(best[0.0], best[1e-9], strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    assert max(float(np.abs(x - y).max()) for x, y in zip(best[0.0], best[0.9])) > 1e-3
 
 
 def test_config_validation_names_keys():
@@ -81,13 +124,14 @@ def test_config_validation_types_and_impossible_values():
         assert expected in str(err.value)
     bad = {"train.batch_size": 0, "model.scratch.hidden_size": 31, "data.max_length": 64,
            "data.bad_rows": "ignore", "train.data_parallel": "maybe", "train.log_every": 0,
-           "model.classifier_dropout_prob": 1.5, "data.label_names": ["a", "a"]}
+           "model.classifier_dropout_prob": 1.5, "data.label_names": ["a", "a"],
+           "train.ema_decay": 1.0}
     with pytest.raises(ValueError) as err:
         training.validate_config(tiny(**bad))
     for expected in ("train batch sizes", "hidden_size=31 is not a multiple of num_attention_heads=2",
                      "data.max_length=64 exceeds model.scratch.max_position_embeddings=32",
                      "data.bad_rows='ignore'", "train.data_parallel='maybe'", "train.log_every=0",
-                     "dropout", "data.label_names=['a', 'a']"):
+                     "dropout", "data.label_names=['a', 'a']", "train.ema_decay=1.0 must be"):
         assert expected in str(err.value)
 
 
