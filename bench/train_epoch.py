@@ -27,6 +27,7 @@ from pathlib import Path
 from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/torch_peer.py
 
 flags.DEFINE_string("phrasebank", None, "FinancialPhraseBank-v1.0 folder (or zip).", required=True)
 flags.DEFINE_string("tokenizer", None, "ALBERT tokenizer folder.", required=True)
@@ -86,42 +87,19 @@ def time_torch(encoder_config, t, epochs: list[list[dict]], compiled: bool) -> d
     import transformers
 
     from elbert_jax.convert import config_to_hf
+    from torch_peer import make_step
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     hf = transformers.AlbertForSequenceClassification(config_to_hf(encoder_config)).to(dev).train()
-    decay = [p for n, p in hf.named_parameters() if not n.endswith("bias") and "LayerNorm" not in n]
-    rest = [p for n, p in hf.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
-                             {"params": rest, "weight_decay": 0.0}], lr=t.lr,
-                            fused=dev == "cuda")
-    total = sum(len(e) for e in epochs)
-    sched = transformers.get_linear_schedule_with_warmup(opt, int(t.warmup_fraction * total), total)
+    step = make_step(hf, t, sum(len(e) for e in epochs), FLAGS.dtype == "bfloat16")
     forward = torch.compile(hf, dynamic=False) if compiled else hf
-    autocast = torch.autocast(dev, dtype=torch.bfloat16, enabled=FLAGS.dtype == "bfloat16")
-
-    def step(batch):
-        b = {k: torch.from_numpy(v).to(dev, non_blocking=True) for k, v in batch.items()}
-        # padding rows (weight 0) have an all-zero mask; SDPA gives NaN there, and 0 * NaN = NaN
-        # in the loss: let them see their first token (ours gives such rows a uniform softmax)
-        b["attention_mask"][:, 0] = 1
-        with autocast:
-            logits = forward(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
-                             token_type_ids=b["token_type_ids"]).logits
-        ce = torch.nn.functional.cross_entropy(logits.float(), b["labels"].long(), reduction="none")
-        loss = (ce * b["weight"]).sum() / b["weight"].sum().clamp(min=1)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(hf.parameters(), t.clip_norm)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
 
     seconds, losses = [], []
     for epoch in epochs:
         start = time.perf_counter()
         for batch in epoch:
-            losses.append(step(batch))
+            losses.append(step(batch, forward))
         if dev == "cuda":
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - start)
