@@ -96,6 +96,12 @@ def test_param_average_is_what_gets_evaluated_and_saved(tmp_path):
     assert max(float(np.abs(x - y).max()) for x, y in zip(best[0.0], best[0.9])) > 1e-3
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.py")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    training.validate_config(training.load_config_file(path))
+    assert path.read_text().startswith("# COMMAND: python train.py --config configs/" + path.name)
+
+
 def test_config_validation_names_keys():
     with pytest.raises(ValueError, match="train.weighting='cubic'") as err:
         training.validate_config(tiny(**{"train.weighting": "cubic", "data.source": "web"}))
