@@ -34,7 +34,7 @@ flags.DEFINE_string("output", None, "Also write the results as JSON here.")
 FLAGS = flags.FLAGS
 
 
-def evaluate(hf, encoded, batch_size: int, buckets) -> dict:
+def evaluate(hf, encoded, batch_size: int, buckets, dev: str) -> dict:
     """Accuracy and macro-F1 of the model's one exit over ``encoded``."""
     import numpy as np
     import torch
@@ -48,10 +48,10 @@ def evaluate(hf, encoded, batch_size: int, buckets) -> dict:
     with torch.no_grad():
         for batch in data_lib.eval_batches(encoded, batch_size, buckets):
             keep = batch["weight"] > 0
-            b = to_torch(batch, "cpu")
+            b = to_torch(batch, dev)
             logits = hf(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
                         token_type_ids=b["token_type_ids"]).logits
-            preds[batch["index"][keep]] = logits.argmax(-1).numpy()[keep]
+            preds[batch["index"][keep]] = logits.argmax(-1).cpu().numpy()[keep]
     hf.train()
     labels = encoded.labels
     return {"accuracy": float((preds == labels).mean()),
@@ -77,8 +77,10 @@ def main(argv):
     encoded = {name: data_lib.encode(tokenizer, getattr(splits, name), d.max_length)
                for name in ("train", "validation", "test")}
     torch.manual_seed(config.seed)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
     hf = transformers.AutoModelForSequenceClassification.from_pretrained(
-        config.model.name_or_path, num_labels=len(splits.label_names), dtype=torch.float32).train()
+        config.model.name_or_path, num_labels=len(splits.label_names), dtype=torch.float32
+    ).to(dev).train()
     spe = data_lib.steps_per_epoch(len(encoded["train"]), t.batch_size)
     if FLAGS.max_steps:
         spe = min(spe, FLAGS.max_steps)
@@ -88,13 +90,13 @@ def main(argv):
         batches = data_lib.train_batches(encoded["train"], t.batch_size, config.seed, epoch, buckets)
         loss = [float(step(b)) for _, b in zip(range(spe), batches)]
         row = {"epoch": epoch, "train_loss": sum(loss) / len(loss),
-               "validation": evaluate(hf, encoded["validation"], t.eval_batch_size, buckets),
-               "test": evaluate(hf, encoded["test"], t.eval_batch_size, buckets)}
+               "validation": evaluate(hf, encoded["validation"], t.eval_batch_size, buckets, dev),
+               "test": evaluate(hf, encoded["test"], t.eval_batch_size, buckets, dev)}
         epochs.append(row)
         print(json.dumps(row), flush=True)
         if best is None or row["validation"]["accuracy"] > best["validation"]["accuracy"]:
             best = row
-    result = {"model": config.model.name_or_path, "subset": d.subset, "seed": config.seed,
+    result = {"model": config.model.name_or_path, "subset": d.subset, "seed": config.seed, "device": dev,
               "splits": splits.stats, "recipe": {k: t[k] for k in (
                   "lr", "weight_decay", "warmup_fraction", "clip_norm", "epochs", "batch_size")},
               "max_length": d.max_length, "seconds": time.perf_counter() - start,
