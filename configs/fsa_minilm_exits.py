@@ -5,9 +5,9 @@
 # [CLS] state is input-independent below layer 5 (docs/results.md), so the exits read the token
 # mean; each layer gets its own pooler and classifier, since the six hidden spaces differ; and
 # exits 1-5 also learn from the last exit (self-distillation). CWB window 4.
-# Expected (docs/results.md, seed 0): last exit 0.834, exits 1..6 0.59 0.67 0.79 0.83 0.83 0.83; CWB
-# 0.831 at computation cost 0.45 on the test sweep, 0.816-0.826 when its window and tau are chosen
-# on validation (--mode report). About 11 minutes on 2 CPU cores.
+# Expected (docs/results.md, seeds 0/1): last exit 0.834 / 0.842, exit 3 0.79 / 0.83; CWB at
+# computation cost <= 0.5 0.3-0.9 point under the last exit on the test sweep, 0.9-1.8 when its
+# window and tau are chosen on validation (--mode report). About 11 minutes on 2 CPU cores.
 from pathlib import Path
 
 from elbert_jax.training import load_config_file
