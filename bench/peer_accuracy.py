@@ -1,6 +1,6 @@
 """Accuracy of transformers' own fine-tuning on exactly our split: the peer for docs/results.md.
 
-COMMAND (2-core CPU, about 15 minutes a seed):
+COMMAND (2-core CPU: 9 minutes a seed measured alone, up to 19 beside other work):
   python bench/peer_accuracy.py --config configs/fsa_minilm.py --config.seed=2 \
       --output bench/results/peer_minilm_50agree_s2.json
 COMMAND (smoke run): add --max_steps 4

@@ -44,5 +44,6 @@ def to_torch(batch: dict, dev: str) -> dict:
     import torch
 
     b = {k: torch.from_numpy(v).to(dev, non_blocking=True) for k, v in batch.items() if k != "index"}
+    b["attention_mask"] = b["attention_mask"].clone()  # on CPU it shares the caller's numpy memory
     b["attention_mask"][:, 0] = 1
     return b
