@@ -72,6 +72,7 @@ def base_config() -> ml_collections.ConfigDict:
         weighting="dyn", t_lr=1e-2, t_grad_quirk=False,
         distill_weight=0.0, distill_temperature=1.0,
         ema_decay=0.0,  # > 0: evaluate, select and save an EMA of the encoder params (Polyak)
+        layer_lr_decay=1.0,  # < 1: layer-wise lr decay, lr x decay^(depth below the top group)
         log_every=20, checkpoint_every=0, keep_checkpoints=2, select_metric="accuracy",
         progress=True, max_steps=0,
         data_parallel="auto",  # "auto": split every batch over all devices (and hosts); "off": one
@@ -159,6 +160,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          "train.distill_weight must be >= 0"),
         (t.distill_temperature > 0, f"train.distill_temperature={t.distill_temperature} must be > 0"),
         (0 <= t.ema_decay < 1, f"train.ema_decay={t.ema_decay} must be in [0, 1)"),
+        (0 < t.layer_lr_decay <= 1, f"train.layer_lr_decay={t.layer_lr_decay} must be in (0, 1]"),
         (t.data_parallel in ("auto", "off"), f"train.data_parallel={t.data_parallel!r} is not auto/off"),
         (t.batch_size % devices == 0 and t.eval_batch_size % devices == 0,
          f"train.batch_size={t.batch_size} and train.eval_batch_size={t.eval_batch_size} must be "
@@ -364,9 +366,46 @@ def averaged_params(opt_state: Any, decay: float) -> Params | None:
     return jax.tree.map(lambda x: x / correction, opt_state.average.ema)
 
 
+def scale_by_layer_depth(decay: float) -> optax.GradientTransformation:
+    """Layer-wise learning-rate decay: scale encoder updates by ``decay`` per group below the top.
+
+    Lower layers hold the general features pre-training paid for, so fine-tuning moves them less.
+    Hidden group g of G (stacked on the leading axis) gets ``decay ** (G - 1 - g)``, the embeddings
+    ``decay ** G`` and the exit heads 1. For BERT stacks a group is a layer; ALBERT's one shared
+    group gets 1, so there only the embeddings are slowed.
+    """
+    def scale(updates: Params, params: Params | None = None) -> Params:
+        del params
+        groups = None
+        for path, leaf in jax.tree_util.tree_leaves_with_path(updates):
+            if _top_module(path) == "encoder":
+                groups = leaf.shape[0]
+                break
+        if groups is None:
+            return updates
+
+        def multiply(path, u):
+            top = _top_module(path)
+            if top == "embeddings":
+                return u * decay ** groups
+            if top == "encoder":
+                factors = decay ** jnp.arange(groups - 1, -1, -1, dtype=u.dtype)
+                return u * factors.reshape((groups,) + (1,) * (u.ndim - 1))
+            return u
+        return jax.tree_util.tree_map_with_path(multiply, updates)
+    return optax.stateless(scale)
+
+
+def _top_module(path: tuple) -> str:
+    """The encoder module a parameter path belongs to (``embeddings``/``encoder``/``exits``),
+    skipping the ``model`` key of the full training params."""
+    keys = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
+    return keys[1] if keys[:1] == ["model"] and len(keys) > 1 else (keys[0] if keys else "")
+
+
 def make_optimizer(t: ml_collections.ConfigDict, total_updates: int) -> optax.GradientTransformation:
-    """AdamW + warmup + linear decay + clipping on the encoder; constant-lr Adam on ``t``; an
-    average of the encoder params when ``t.ema_decay > 0``."""
+    """AdamW + warmup + linear decay + clipping (+ layer-wise lr decay) on the encoder;
+    constant-lr Adam on ``t``; an average of the encoder params when ``t.ema_decay > 0``."""
     warmup = int(t.warmup_fraction * total_updates)
     schedule = optax.join_schedules(
         [optax.linear_schedule(0.0, t.lr, max(warmup, 1)),
@@ -375,6 +414,8 @@ def make_optimizer(t: ml_collections.ConfigDict, total_updates: int) -> optax.Gr
         lambda path, _: path[-1].key not in ("bias", "scale"), params)
     encoder = optax.chain(optax.clip_by_global_norm(t.clip_norm),
                           optax.adamw(schedule, weight_decay=t.weight_decay, mask=decay))
+    if t.layer_lr_decay < 1:
+        encoder = optax.chain(encoder, scale_by_layer_depth(t.layer_lr_decay))
     weights = optax.adam(t.t_lr)
     if t.t_grad_quirk:
         weights = optax.chain(_running_sum(), weights)

@@ -96,6 +96,37 @@ def test_param_average_is_what_gets_evaluated_and_saved(tmp_path):
     assert max(float(np.abs(x - y).max()) for x, y in zip(best[0.0], best[0.9])) > 1e-3
 
 
+@pytest.mark.parametrize("model_type", ["bert", "albert"])
+def test_layer_lr_decay_scales_each_group_below_the_top(model_type):
+    """Against the same step without decay: group g of G moves decay^(G-1-g) as far, the
+    embeddings decay^G, the exit heads and ELBERT's t as far (weight decay included)."""
+    from elbert_jax.model import EncoderConfig, init_params
+
+    cfg = EncoderConfig(model_type=model_type, vocab_size=50, embedding_size=8, hidden_size=8,
+                        num_hidden_layers=3, num_attention_heads=2, intermediate_size=16,
+                        num_labels=3, head_per_layer=model_type == "bert")
+    params = {"model": init_params(cfg), "t": np.zeros(2, np.float32)}
+    grads = jax.tree.map(lambda x: np.random.default_rng(0).normal(size=x.shape).astype(x.dtype),
+                         params)
+    updates = {}
+    for decay in (1.0, 0.5):
+        t = tiny(**{"train.layer_lr_decay": decay, "train.warmup_fraction": 0.0}).train
+        tx = training.make_optimizer(t, total_updates=10)
+        updates[decay] = tx.update(grads, tx.init(params), params)[0]
+    groups = cfg.groups
+    assert groups == (3 if model_type == "bert" else 1)
+    ratios = jax.tree.map(lambda a, b: np.asarray(b) / np.asarray(a), updates[1.0], updates[0.5])
+    for path, ratio in jax.tree_util.tree_leaves_with_path(ratios):
+        name = jax.tree_util.keystr(path)
+        if "embeddings" in name:
+            np.testing.assert_allclose(ratio, 0.5 ** groups, rtol=1e-5, err_msg=name)
+        elif "encoder" in name:
+            for g in range(groups):
+                np.testing.assert_allclose(ratio[g], 0.5 ** (groups - 1 - g), rtol=1e-5, err_msg=name)
+        else:
+            np.testing.assert_allclose(ratio, 1.0, rtol=1e-5, err_msg=name)
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.py")), ids=lambda p: p.name)
 def test_every_shipped_config_validates(path):
     training.validate_config(training.load_config_file(path))
@@ -131,13 +162,14 @@ def test_config_validation_types_and_impossible_values():
     bad = {"train.batch_size": 0, "model.scratch.hidden_size": 31, "data.max_length": 64,
            "data.bad_rows": "ignore", "train.data_parallel": "maybe", "train.log_every": 0,
            "model.classifier_dropout_prob": 1.5, "data.label_names": ["a", "a"],
-           "train.ema_decay": 1.0}
+           "train.ema_decay": 1.0, "train.layer_lr_decay": 0.0}
     with pytest.raises(ValueError) as err:
         training.validate_config(tiny(**bad))
     for expected in ("train batch sizes", "hidden_size=31 is not a multiple of num_attention_heads=2",
                      "data.max_length=64 exceeds model.scratch.max_position_embeddings=32",
                      "data.bad_rows='ignore'", "train.data_parallel='maybe'", "train.log_every=0",
-                     "dropout", "data.label_names=['a', 'a']", "train.ema_decay=1.0 must be"):
+                     "dropout", "data.label_names=['a', 'a']", "train.ema_decay=1.0 must be",
+                     "train.layer_lr_decay=0.0 must be"):
         assert expected in str(err.value)
 
 
@@ -152,6 +184,7 @@ def test_workdir_of_another_model_is_refused_untouched(trained):
 
 @pytest.mark.parametrize("changes", [{"train.weighting": "linear", "train.grad_accum": 2},
                                      {"train.t_grad_quirk": True, "train.distill_weight": 0.5,
+                                      "train.layer_lr_decay": 0.8,
                                       "model.head_per_layer": True, "model.scratch.model_type": "bert"}])
 def test_variants_train(tmp_path, changes):
     result = training.train_and_evaluate(tiny(**{"train.epochs": 1, **changes}), tmp_path)
