@@ -1,6 +1,8 @@
 # COMMAND: python train.py --config configs/fsa_minilm.py --workdir runs/fsa_minilm
 #   other seeds / subsets: --config.seed=1 --config.data.subset=AllAgree (with AllAgree's 1,626
-#   training texts, --config.train.epochs=8 was better on validation: docs/results.md)
+#   training texts, --config.train.epochs=8 was better on validation, and adding
+#   --config.train.layer_lr_decay=0.9 by 3 of 543 validation texts, though not on test:
+#   docs/results.md)
 # The real offline run: all-MiniLM-L6-v2 (../shared, a pre-trained 6-layer BERT) on ../shared
 # Financial PhraseBank 50Agree, FinBERT split, AdamW 5e-5, 4 epochs, batch 32, 10% warmup,
 # ELBERT dynamic exit weights, CWB window 2. Expected (docs/results.md): final-exit test accuracy
