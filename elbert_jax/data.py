@@ -367,6 +367,7 @@ class Encoded:
     token_type_ids: np.ndarray
     labels: np.ndarray
     lengths: np.ndarray
+    truncated: np.ndarray | None = None  # rows cut to max_length (None: not known)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -375,7 +376,8 @@ class Encoded:
 def encode(tokenizer: Any, data: TextSet, max_length: int) -> Encoded:
     enc = tokenizer(data.texts, data.pairs, max_length=max_length, pad_to=max_length)
     return Encoded(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"],
-                   data.labels.astype(np.int32), enc["attention_mask"].sum(1).astype(np.int32))
+                   data.labels.astype(np.int32), enc["attention_mask"].sum(1).astype(np.int32),
+                   enc["truncated"])
 
 
 def bucket_for(length: int, buckets: Sequence[int]) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
 import jax
+import numpy as np
 
 from elbert_jax import exits, parallel
 from elbert_jax.data import DataError, csv_records
@@ -78,17 +79,23 @@ class Predictor:
     def run(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
             trace: bool = False) -> Results:
         """The engine's ``Results`` (numpy, input order) for ``texts``."""
+        return self._run(texts, pairs, trace)[0]
+
+    def _run(self, texts: Sequence[str], pairs: Sequence[str] | None, trace: bool
+             ) -> tuple[Results, np.ndarray]:
         enc = self.tokenizer(list(texts), pairs, max_length=self.max_length, pad_to=self.max_length)
         return self.engine_for(trace)(enc["input_ids"], enc["attention_mask"],
-                                      enc["token_type_ids"])
+                                      enc["token_type_ids"]), enc["truncated"]
 
     def predict(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
                 trace: bool = False) -> list[dict[str, Any]]:
         """One dict per text, in order: ``label``, ``probs`` (at the exit), ``exit_layer``, and
         ``trace`` (probabilities of every layer up to the exit) if asked. A text that is empty
-        or blank is still classified (as the bare special tokens) and marked ``"empty": true``."""
+        or blank is still classified (as the bare special tokens) and marked ``"empty": true``;
+        one longer than ``max_length`` tokens is classified on its first ``max_length`` tokens
+        (as in training) and marked ``"truncated": true``."""
         texts = list(texts)
-        out = self.run(texts, pairs, trace)
+        out, truncated = self._run(texts, pairs, trace)
         rows = []
         for i, text in enumerate(texts):
             row = {"label": self.label_names[out.prediction[i]],
@@ -97,6 +104,8 @@ class Predictor:
                 row["trace"] = out.trace[i, :out.layer[i]].astype(float).round(6).tolist()
             if not text.strip():
                 row["empty"] = True
+            if truncated[i]:
+                row["truncated"] = True
             rows.append(row)
         return rows
 
@@ -205,6 +214,7 @@ class Summary:
     count: int = 0
     errors: int = 0
     empty: int = 0
+    truncated: int = 0
     layer_total: int = 0
     histogram: dict[int, int] = dataclasses.field(default_factory=dict)
     started: float = dataclasses.field(default_factory=time.perf_counter)
@@ -215,6 +225,7 @@ class Summary:
             self.errors += 1
             return
         self.empty += bool(row.get("empty"))
+        self.truncated += bool(row.get("truncated"))
         self.layer_total += row["exit_layer"]
         self.histogram[row["exit_layer"]] = self.histogram.get(row["exit_layer"], 0) + 1
 
@@ -223,6 +234,7 @@ class Summary:
         classified = self.count - self.errors
         mean = self.layer_total / classified if classified else float("nan")
         return {"count": self.count, "errors": self.errors, "empty": self.empty,
+                "truncated": self.truncated,
                 "seconds": round(seconds, 3),
                 "texts_per_s": round(self.count / seconds, 1) if seconds else None,
                 "mean_exit_layer": round(mean, 4),
@@ -231,11 +243,12 @@ class Summary:
 
 
 def write_rows(rows: Iterable[dict[str, Any]], handle: TextIO, fmt: str = "jsonl") -> Iterator[dict]:
-    """Writes each row as it comes (JSON lines, or CSV ``id,label,exit_layer,probs,trace,empty,error``
-    with lists as JSON) and yields it on, so a caller can count and summarise the same stream."""
+    """Writes each row as it comes (JSON lines, or CSV
+    ``id,label,exit_layer,probs,trace,empty,truncated,error`` with lists as JSON) and yields it on,
+    so a caller can count and summarise the same stream."""
     if fmt not in ("jsonl", "csv"):
         raise ValueError(f"output format {fmt!r} is not jsonl or csv")
-    fields = ["id", "label", "exit_layer", "probs", "trace", "empty", "error"]
+    fields = ["id", "label", "exit_layer", "probs", "trace", "empty", "truncated", "error"]
     writer = csv.writer(handle) if fmt == "csv" else None
     if writer:
         writer.writerow(fields)

@@ -15,8 +15,9 @@ DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512)
 class Tokenizer:
     """A transformers tokenizer that returns int32 numpy batches padded to a length bucket.
 
-    Texts longer than ``max_length`` are truncated (pairs: longest first); the batch is padded to
-    the smallest bucket that holds its longest row, never beyond ``max_length``.
+    Texts longer than ``max_length`` are truncated (pairs: longest first) and flagged in the
+    ``truncated`` row mask, so callers can say how many were cut; the batch is padded to the
+    smallest bucket that holds its longest row, never beyond ``max_length``.
     """
 
     def __init__(self, hf_tokenizer: Any):
@@ -44,7 +45,8 @@ class Tokenizer:
     def __call__(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
                  max_length: int = 64, buckets: Sequence[int] = DEFAULT_BUCKETS,
                  pad_to: int | None = None) -> dict[str, np.ndarray]:
-        """``input_ids``, ``attention_mask``, ``token_type_ids``: int32 [len(texts), bucket]."""
+        """``input_ids``, ``attention_mask``, ``token_type_ids``: int32 [len(texts), bucket];
+        ``truncated``: bool [len(texts)], rows that had more than ``max_length`` tokens."""
         if isinstance(texts, str):
             raise TypeError("pass a list of texts, not a single string")
         if pairs is not None and len(pairs) != len(texts):
@@ -59,6 +61,7 @@ class Tokenizer:
             raise ValueError(f"pad_to={pad_to} is shorter than the longest row ({longest} tokens)")
         out = {name: np.zeros((len(texts), pad_to), np.int32)
                for name in ("input_ids", "attention_mask", "token_type_ids")}
+        out["truncated"] = self._truncated(texts, pairs, enc["input_ids"], max_length)
         out["input_ids"][:] = self.pad_token_id
         for row, ids in enumerate(enc["input_ids"]):
             out["input_ids"][row, :len(ids)] = ids
@@ -66,6 +69,20 @@ class Tokenizer:
             if pairs is not None:
                 out["token_type_ids"][row, :len(ids)] = _segments(enc.sequence_ids(row))
         return out
+
+    def _truncated(self, texts: Sequence[str], pairs: Sequence[str] | None,
+                   ids: Sequence[Sequence[int]], max_length: int) -> np.ndarray:
+        """Only rows cut to exactly ``max_length`` can have been truncated: those few are
+        encoded again in full to tell a cut row from one that fits exactly."""
+        full = [row for row, row_ids in enumerate(ids) if len(row_ids) >= max_length]
+        mask = np.zeros(len(ids), bool)
+        if full:
+            again = self.hf(clean_texts([texts[i] for i in full]),
+                            clean_texts([pairs[i] for i in full]) if pairs is not None else None,
+                            truncation=False, padding=False, return_attention_mask=False,
+                            return_token_type_ids=False, verbose=False)["input_ids"]
+            mask[full] = [len(row_ids) > max_length for row_ids in again]
+        return mask
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         self.hf.save_pretrained(folder)

@@ -590,7 +590,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
         log.warning("%s differs from this run's config; the workdir's checkpoints are resumed "
                     "anyway (use a new --workdir for a new run)", config_path)
     splits = load_splits(config)
-    log.info("data: %s", json.dumps(splits.stats))
     model, params, tokenizer = build_model(config, splits, workdir)
     _check_resumable(workdir, dataclasses.asdict(model.config), splits.label_names)
     policy = exit_policy(config)
@@ -598,6 +597,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     buckets = tokenizer.buckets(d.max_length, d.buckets)
     encoded = {name: data_lib.encode(tokenizer, getattr(splits, name), d.max_length)
                for name in ("train", "validation", "test")}
+    splits.stats[f"truncated_to_{d.max_length}_tokens"] = {
+        name: int(part.truncated.sum()) for name, part in encoded.items()}
+    log.info("data: %s", json.dumps(splits.stats))
     config_path.write_text(config.to_json(indent=2) + "\n")
     tokenizer.save_pretrained(workdir / "tokenizer")
     _write_json(workdir / "model.json", {

@@ -178,6 +178,7 @@ def test_predictor_keeps_every_row_in_place(trained):
     assert len(rows) == len(items)
     assert [r.get("error") for r in rows] == [None, "f:2: not JSON", None, None, None, "f:6: x", None]
     assert rows[2]["empty"] is True and rows[1]["label"] is None
+    assert [bool(r.get("truncated")) for r in rows] == [i == 4 for i in range(len(items))]
     single = predictor.predict(["up", "down"])
     assert rows[0]["probs"] == single[0]["probs"] and rows[6]["probs"] == single[1]["probs"]
 
@@ -199,6 +200,8 @@ def test_infer_cli_hostile_files(trained, tmp_path):
     assert all(r["label"] and len(r["probs"]) == 3 for r in rows)
     summary = json.loads(run.stderr.decode().strip().splitlines()[-1])
     assert summary["count"] == len(TXT_LINES) and summary["empty"] == 2 and summary["errors"] == 0
+    assert [bool(r.get("truncated")) for r in rows] == [line == LONG.encode() for line in TXT_LINES]
+    assert summary["truncated"] == 1
 
     path = tmp_path / "in.csv"
     write_csv(path)

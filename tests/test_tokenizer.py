@@ -78,6 +78,23 @@ def test_pairs_truncation_and_buckets(folder):
                                   short["attention_mask"][:1].sum(1).tolist() + [48])
 
 
+def test_truncated_rows_are_flagged(folder):
+    """Rows at the boundary (exactly max_length tokens, one more) decide the flag, for pairs too."""
+    import transformers
+
+    ours = load_tokenizer(folder)
+    theirs = transformers.AutoTokenizer.from_pretrained(str(folder))
+    texts = [" ".join(["profit"] * k) for k in range(10, 20)] + ["", TEXTS[0]]
+    pairs = ["short"] * len(texts)
+    for pair in (None, pairs):
+        full = [len(theirs(t, p)["input_ids"]) for t, p in zip(texts, pair or [None] * len(texts))]
+        for max_length in (16, 20):
+            batch = ours(texts, pair, max_length=max_length)
+            assert batch["truncated"].dtype == bool
+            assert batch["truncated"].tolist() == [n > max_length for n in full]
+            assert {n - max_length for n in full} >= {0, 1}  # both sides of the boundary seen
+
+
 def test_single_string_is_refused(folder):
     with pytest.raises(TypeError, match="list of texts"):
         load_tokenizer(folder)("just one")

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from elbert_jax import training
+from elbert_jax import load_tokenizer, training
 from elbert_jax.predict import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +35,16 @@ def test_workdir_contents_and_metrics(trained):
     assert all(np.isfinite(losses)) and len(losses) >= 5
     best = max(r["accuracy"] for r in validation)
     assert result["best_validation"] == pytest.approx(best)
+
+
+def test_truncated_texts_are_counted_per_split(trained):
+    workdir, _ = trained
+    stats = json.loads((workdir / "model.json").read_text())["data_stats"]
+    splits = training.load_splits(tiny())
+    hf = load_tokenizer(workdir / "tokenizer").hf
+    expected = {name: sum(len(ids) > 32 for ids in hf(getattr(splits, name).texts)["input_ids"])
+                for name in ("train", "validation", "test")}
+    assert stats["truncated_to_32_tokens"] == expected
 
 
 @pytest.mark.parametrize("ema_decay", [0.0, 0.9])
