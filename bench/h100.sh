@@ -3,6 +3,7 @@
 #   bash bench/h100.sh engines   # early-exit engines vs full depth vs transformers (bf16)
 #   bash bench/h100.sh probe     # full depth and engines under a few XLA flag settings
 #   bash bench/h100.sh train     # one PhraseBank epoch of albert-base shape: ours vs transformers
+#   bash bench/h100.sh profile   # per-op device time of full depth (batch 1024): ours vs torch.compile
 #   bash bench/h100.sh minilm    # MiniLM on PhraseBank 50Agree (mean pooling, CWB N=4 tau 0.75),
 #                                # seeds ${SEEDS:-0 1 2}, then the engines on seed 0's checkpoint
 # or several stages in one call: LIMIT=300 bash bench/h100.sh engines train
@@ -30,8 +31,11 @@ engines)
     --texts 16384 --small_batch_texts 256 --reps 5 --attention xla --torch_peer \
     --output "$OUT/h100_engines.json" 2>&1 | grep -v "^I1\|^W1" | tee "$OUT/h100_engines.log" ;;
 probe)  # XLA flags that may cut launch overhead (CUDA graphs around loops) or fuse epilogues
-  for flags in "" \
-      "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1" \
+  # (engines.py adds parallel.configure_xla's command buffers to any setting that names none;
+  # "--xla_gpu_enable_command_buffer=" turns them off; the dot merger joins Q/K/V projections,
+  # which share their input, only below its size threshold: 100 MB each at batch 1024)
+  for flags in "--xla_gpu_enable_command_buffer=" "" \
+      "--xla_gpu_dot_merger_threshold_mb=1024" \
       "--xla_gpu_enable_cublaslt=true"; do
     echo "== XLA_FLAGS=$flags"
     XLA_FLAGS="$flags" timeout 150 $PY bench/engines.py --device gpu --dtype bfloat16 \
@@ -42,6 +46,9 @@ train)
   timeout $LIMIT $PY bench/train_epoch.py --phrasebank .gpu/phrasebank --tokenizer .gpu/albert-tokenizer \
     --dtype bfloat16 --torch_compile --output "$OUT/h100_train_epoch.json" 2>&1 \
     | tee "$OUT/h100_train_epoch.log" ;;
+profile)
+  timeout $LIMIT $PY bench/profile_layer.py --device gpu --dtype bfloat16 --batch 1024 --torch \
+    --output "$OUT/h100_profile.json" 2>&1 | grep -v "^I1\|^W1" | tee "$OUT/h100_profile.log" ;;
 minilm)
   for seed in ${SEEDS:-0 1 2}; do
     timeout 200 $PY train.py --config configs/fsa_minilm.py --workdir "/tmp/runs/minilm_s$seed" \

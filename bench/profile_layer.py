@@ -1,0 +1,169 @@
+"""Where the time of one full-depth forward goes, ours against transformers in the same run.
+
+The H100 run put our full depth at 1.10x transformers + torch.compile (the target is 1.2x) and a
+layer at ~2.8 ms for 1024 x 64 tokens against ~1.3 ms of matrix work: this finds the rest. Ours is
+traced with ``jax.profiler`` (the ``full`` engine's program: the forward and the oracle) and its
+device ops are summed by HLO instruction, each shown with the start of its HLO definition (a
+cuBLAS call, a loop fusion, ...); the peer is ``AlbertForSequenceClassification`` under
+``torch.profiler``, summed by kernel. Both print the top ops and their share of the measured time.
+
+COMMAND (H100, bf16): python bench/profile_layer.py --device gpu --dtype bfloat16 --batch 1024 --torch
+COMMAND (CPU smoke test, seconds): python bench/profile_layer.py --batch 4 --layers 2 --torch
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import glob
+import gzip
+import json
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+from absl import app, flags
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+flags.DEFINE_enum("device", "cpu", ["cpu", "gpu"], "Where to run.")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+flags.DEFINE_integer("batch", 1024, "Rows per call.")
+flags.DEFINE_integer("seq", 64, "Sequence length.")
+flags.DEFINE_integer("layers", 12, "Layers (albert-base-v2 shape otherwise).")
+flags.DEFINE_string("attention", "xla", "Our attention kernel: xla, cudnn or auto.")
+flags.DEFINE_integer("reps", 5, "Profiled calls after a warm-up.")
+flags.DEFINE_integer("top", 25, "Ops to print per side.")
+flags.DEFINE_boolean("torch", False, "Also profile transformers (torch.compile on GPU, eager on CPU).")
+flags.DEFINE_string("output", None, "Also write both tables as JSON here.")
+FLAGS = flags.FLAGS
+
+
+def device_op_times(trace_file: str) -> tuple[dict[str, float], float]:
+    """Microseconds per HLO op summed over a perfetto trace's device events (the host's XLA
+    threads when there is no device lane, as on CPU), and the span those events cover."""
+    with gzip.open(trace_file) as handle:
+        trace = json.load(handle)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    names = {e["pid"]: e["args"]["name"] for e in events
+             if e.get("ph") == "M" and e.get("name") == "process_name"}
+    ops = [e for e in events if e.get("ph") == "X" and "hlo_op" in e.get("args", {})]
+    on_device = [e for e in ops if "/device:" in names.get(e["pid"], "")]
+    ops = on_device or ops
+    totals: dict[str, float] = collections.defaultdict(float)
+    for e in ops:
+        totals[e["args"]["hlo_op"]] += e["dur"]
+    span = max(e["ts"] + e["dur"] for e in ops) - min(e["ts"] for e in ops) if ops else 0.0
+    return dict(totals), span
+
+
+def hlo_definitions(hlo_text: str) -> dict[str, str]:
+    """``name -> what it is`` from compiled HLO text: the op and, for fusions and custom calls,
+    their kind or target (a cuBLAS gemm, cuDNN attention, a loop or input fusion)."""
+    out = {}
+    for line in hlo_text.splitlines():
+        match = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = (.+?) ([\w\-]+)\(", line)
+        if not match:
+            continue
+        name, shape, op = match.groups()
+        detail = re.search(r'(kind=\w+|custom_call_target="[^"]+")', line)
+        out[name] = f"{op} {shape[:60]}" + (f" {detail.group(1)}" if detail else "")
+    return out
+
+
+def profile_ours() -> dict:
+    import jax
+    import numpy as np
+
+    from elbert_jax import exits
+    from elbert_jax.engines import full_depth
+    from elbert_jax.model import ElbertModel, EncoderConfig, init_params
+
+    config = EncoderConfig(num_labels=3, dtype=FLAGS.dtype, attention=FLAGS.attention,
+                           num_hidden_layers=FLAGS.layers)
+    model, params = ElbertModel(config), init_params(config, 0)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, config.vocab_size, (FLAGS.batch, FLAGS.seq)).astype(np.int32)
+    args = (params, ids, np.ones_like(ids), np.zeros_like(ids),
+            np.zeros(FLAGS.batch, np.float32))
+    fn = jax.jit(functools.partial(full_depth, model, exits.ExitPolicy("static"), False))
+    jax.block_until_ready(fn(*args))
+    definitions = hlo_definitions(fn.lower(*args).compile().as_text())
+    folder = tempfile.mkdtemp(prefix="profile_")
+    with jax.profiler.trace(folder, create_perfetto_trace=True):
+        for _ in range(FLAGS.reps):
+            jax.block_until_ready(fn(*args))
+    totals, span = device_op_times(glob.glob(f"{folder}/**/perfetto_trace.json.gz", recursive=True)[0])
+    rows = [{"op": name, "what": definitions.get(name, "?"), "ms_per_call": us / FLAGS.reps / 1e3}
+            for name, us in sorted(totals.items(), key=lambda kv: -kv[1])]
+    return {"side": "elbert_jax", "device": jax.devices()[0].device_kind,
+            "ms_per_call_ops": sum(totals.values()) / FLAGS.reps / 1e3,
+            "ms_per_call_span": span / FLAGS.reps / 1e3, "ops": rows}
+
+
+def profile_torch() -> dict:
+    import torch
+    import transformers
+    from torch.profiler import ProfilerActivity, profile
+
+    from elbert_jax.convert import config_to_hf
+    from elbert_jax.model import EncoderConfig
+
+    config = EncoderConfig(num_labels=3, num_hidden_layers=FLAGS.layers)
+    dev = "cuda" if FLAGS.device == "gpu" else "cpu"
+    torch.manual_seed(0)
+    hf = transformers.AlbertForSequenceClassification(config_to_hf(config)).eval()
+    hf = hf.to(dev, dtype=torch.bfloat16 if FLAGS.dtype == "bfloat16" else torch.float32)
+    model = torch.compile(hf) if dev == "cuda" else hf
+    ids = torch.randint(5, config.vocab_size, (FLAGS.batch, FLAGS.seq), device=dev)
+
+    def call():
+        with torch.inference_mode():
+            model(input_ids=ids).logits.float().cpu()
+
+    call()
+    call()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(FLAGS.reps):
+            call()
+    key = "self_device_time_total" if dev == "cuda" else "self_cpu_time_total"
+    stats = [(e.key, getattr(e, key, 0.0)) for e in prof.key_averages()]
+    if dev == "cuda":  # kernels only: the CPU-side launch records carry no device time
+        stats = [(k, t) for k, t in stats if t > 0]
+    else:  # leaf aten ops, so time is not counted twice through their callers
+        stats = [(k, t) for k, t in stats if k.startswith("aten::")]
+    rows = [{"op": k, "ms_per_call": t / FLAGS.reps / 1e3} for k, t in sorted(stats, key=lambda s: -s[1])]
+    return {"side": "transformers" + (" torch.compile" if dev == "cuda" else " eager"),
+            "ms_per_call_ops": sum(r["ms_per_call"] for r in rows), "ops": rows}
+
+
+def print_table(result: dict) -> None:
+    total = result["ms_per_call_ops"]
+    print(f"\n== {result['side']}: {total:.3f} ms of ops per call "
+          f"(batch {FLAGS.batch}, seq {FLAGS.seq}, {FLAGS.layers} layers, {FLAGS.dtype})")
+    for row in result["ops"][:FLAGS.top]:
+        share = row["ms_per_call"] / total if total else 0.0
+        print(f"{row['ms_per_call']:9.4f} ms {share:6.1%}  {row['op'][:70]:70s} {row.get('what', '')}")
+
+
+def main(argv):
+    del argv
+    if FLAGS.device == "cpu":
+        os.environ["JAX_PLATFORMS"] = "cpu"
+    # Without CUDA graphs, so the trace shows every kernel rather than one graph launch (full
+    # depth at batch 1024 ran at the same speed with and without them: docs/benchmarks.md).
+    os.environ.setdefault("XLA_FLAGS", "--xla_gpu_enable_command_buffer=")
+    results = [profile_ours()]
+    if FLAGS.torch:
+        results.append(profile_torch())
+    for result in results:
+        print_table(result)
+    if FLAGS.output:
+        Path(FLAGS.output).write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main)

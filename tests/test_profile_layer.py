@@ -1,0 +1,26 @@
+"""bench/profile_layer.py at a test size: the trace is read and its ops are named from the HLO."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_profile_names_the_device_ops(tmp_path):
+    out = tmp_path / "profile.json"
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "profile_layer.py"), "--batch", "2",
+                          "--seq", "16", "--layers", "1", "--reps", "1", "--output", str(out)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    [ours] = json.loads(out.read_text())
+    assert ours["side"] == "elbert_jax" and ours["ops"]
+    times = [op["ms_per_call"] for op in ours["ops"]]
+    assert all(t > 0 for t in times)
+    assert times == sorted(times, reverse=True)
+    assert abs(sum(times) - ours["ms_per_call_ops"]) < 1e-6 * max(1.0, sum(times))
+    assert all(op["what"] != "?" for op in ours["ops"]), [op for op in ours["ops"] if op["what"] == "?"]
+    assert "elbert_jax" in run.stdout and ours["ops"][0]["op"] in run.stdout
