@@ -44,7 +44,7 @@ probe)  # XLA flags that may cut launch overhead (CUDA graphs around loops) or f
   done ;;
 train)
   timeout $LIMIT $PY bench/train_epoch.py --phrasebank .gpu/phrasebank --tokenizer .gpu/albert-tokenizer \
-    --dtype bfloat16 --torch_compile --output "$OUT/h100_train_epoch.json" 2>&1 \
+    --dtype bfloat16 --torch_compile --profile_steps 20 --output "$OUT/h100_train_epoch.json" 2>&1 \
     | tee "$OUT/h100_train_epoch.log" ;;
 profile)
   timeout $LIMIT $PY bench/profile_layer.py --device gpu --dtype bfloat16 --batch 1024 --torch \

@@ -13,20 +13,16 @@ COMMAND (CPU smoke test, seconds): python bench/profile_layer.py --batch 4 --lay
 
 from __future__ import annotations
 
-import collections
 import functools
-import glob
-import gzip
 import json
 import os
-import re
 import sys
-import tempfile
 from pathlib import Path
 
 from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/device_trace.py
 
 flags.DEFINE_enum("device", "cpu", ["cpu", "gpu"], "Where to run.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
@@ -41,38 +37,6 @@ flags.DEFINE_string("output", None, "Also write both tables as JSON here.")
 FLAGS = flags.FLAGS
 
 
-def device_op_times(trace_file: str) -> tuple[dict[str, float], float]:
-    """Microseconds per HLO op summed over a perfetto trace's device events (the host's XLA
-    threads when there is no device lane, as on CPU), and the span those events cover."""
-    with gzip.open(trace_file) as handle:
-        trace = json.load(handle)
-    events = trace["traceEvents"] if isinstance(trace, dict) else trace
-    names = {e["pid"]: e["args"]["name"] for e in events
-             if e.get("ph") == "M" and e.get("name") == "process_name"}
-    ops = [e for e in events if e.get("ph") == "X" and "hlo_op" in e.get("args", {})]
-    on_device = [e for e in ops if "/device:" in names.get(e["pid"], "")]
-    ops = on_device or ops
-    totals: dict[str, float] = collections.defaultdict(float)
-    for e in ops:
-        totals[e["args"]["hlo_op"]] += e["dur"]
-    span = max(e["ts"] + e["dur"] for e in ops) - min(e["ts"] for e in ops) if ops else 0.0
-    return dict(totals), span
-
-
-def hlo_definitions(hlo_text: str) -> dict[str, str]:
-    """``name -> what it is`` from compiled HLO text: the op and, for fusions and custom calls,
-    their kind or target (a cuBLAS gemm, cuDNN attention, a loop or input fusion)."""
-    out = {}
-    for line in hlo_text.splitlines():
-        match = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = (.+?) ([\w\-]+)\(", line)
-        if not match:
-            continue
-        name, shape, op = match.groups()
-        detail = re.search(r'(kind=\w+|custom_call_target="[^"]+")', line)
-        out[name] = f"{op} {shape[:60]}" + (f" {detail.group(1)}" if detail else "")
-    return out
-
-
 def profile_ours() -> dict:
     import jax
     import numpy as np
@@ -80,6 +44,8 @@ def profile_ours() -> dict:
     from elbert_jax import exits
     from elbert_jax.engines import full_depth
     from elbert_jax.model import ElbertModel, EncoderConfig, init_params
+
+    from device_trace import hlo_definitions, traced_ops
 
     config = EncoderConfig(num_labels=3, dtype=FLAGS.dtype, attention=FLAGS.attention,
                            num_hidden_layers=FLAGS.layers)
@@ -91,11 +57,10 @@ def profile_ours() -> dict:
     fn = jax.jit(functools.partial(full_depth, model, exits.ExitPolicy("static"), False))
     jax.block_until_ready(fn(*args))
     definitions = hlo_definitions(fn.lower(*args).compile().as_text())
-    folder = tempfile.mkdtemp(prefix="profile_")
-    with jax.profiler.trace(folder, create_perfetto_trace=True):
+    with traced_ops() as result:
         for _ in range(FLAGS.reps):
             jax.block_until_ready(fn(*args))
-    totals, span = device_op_times(glob.glob(f"{folder}/**/perfetto_trace.json.gz", recursive=True)[0])
+    totals, span = result["ops"], result["span"]
     rows = [{"op": name, "what": definitions.get(name, "?"), "ms_per_call": us / FLAGS.reps / 1e3}
             for name, us in sorted(totals.items(), key=lambda kv: -kv[1])]
     return {"side": "elbert_jax", "device": jax.devices()[0].device_kind,

@@ -27,7 +27,7 @@ from pathlib import Path
 from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/torch_peer.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/torch_peer.py, device_trace.py
 
 flags.DEFINE_string("phrasebank", None, "FinancialPhraseBank-v1.0 folder (or zip).", required=True)
 flags.DEFINE_string("tokenizer", None, "ALBERT tokenizer folder.", required=True)
@@ -38,6 +38,8 @@ flags.DEFINE_integer("batch_size", 32, "Rows per step.")
 flags.DEFINE_integer("max_steps", 0, "Steps per epoch (0 = the whole epoch; for smoke runs).")
 flags.DEFINE_boolean("torch_peer", True, "Time transformers' PyTorch training too.")
 flags.DEFINE_boolean("torch_compile", False, "Also time the peer under torch.compile.")
+flags.DEFINE_integer("profile_steps", 0, "After timing, trace this many of our steps with "
+                     "jax.profiler and print wall vs device time per step and the top device ops.")
 flags.DEFINE_string("output", None, "Also write the results as JSON here.")
 FLAGS = flags.FLAGS
 TINY = dict(embedding_size=32, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
@@ -78,8 +80,35 @@ def time_ours(config, model, params, epochs: list[list[dict]]) -> dict:
         jax.block_until_ready(state)
         seconds.append(time.perf_counter() - start)
     losses = [float(x) for x in losses]
-    return {"trainer": f"elbert_jax ({model.config.num_hidden_layers} exits, dyn weights)",
-            "first_epoch_s": seconds[0], "epoch_s": seconds[-1], "first_loss": losses[0], "last_loss": losses[-1]}
+    result = {"trainer": f"elbert_jax ({model.config.num_hidden_layers} exits, dyn weights)",
+              "first_epoch_s": seconds[0], "epoch_s": seconds[-1], "first_loss": losses[0],
+              "last_loss": losses[-1]}
+    if FLAGS.profile_steps:
+        result["profile"] = profile_steps(step, state, epochs[-1][:FLAGS.profile_steps])
+    return result
+
+
+def profile_steps(step, state, steps: list[dict]) -> dict:
+    """Wall time per step against the device time its ops take: a gap is per-step host overhead
+    (dispatch, transfers, loop round trips), not matrix work."""
+    import jax
+
+    from device_trace import traced_ops
+
+    with traced_ops() as trace:
+        start = time.perf_counter()
+        for batch in steps:
+            state, _ = step(state, batch)
+        jax.block_until_ready(state)
+        wall = time.perf_counter() - start
+    totals, span = trace["ops"], trace["span"]
+    top = sorted(totals.items(), key=lambda kv: -kv[1])[:15]
+    out = {"steps": len(steps), "wall_ms_per_step": 1e3 * wall / len(steps),
+           "device_op_ms_per_step": sum(totals.values()) / len(steps) / 1e3,
+           "device_span_ms_per_step": span / len(steps) / 1e3,
+           "top_ops_ms_per_step": {name: us / len(steps) / 1e3 for name, us in top}}
+    print(json.dumps(out, indent=1), flush=True)
+    return out
 
 
 def time_torch(encoder_config, t, epochs: list[list[dict]], compiled: bool) -> dict:
