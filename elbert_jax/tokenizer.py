@@ -61,7 +61,7 @@ class Tokenizer:
             raise ValueError(f"pad_to={pad_to} is shorter than the longest row ({longest} tokens)")
         out = {name: np.zeros((len(texts), pad_to), np.int32)
                for name in ("input_ids", "attention_mask", "token_type_ids")}
-        out["truncated"] = self._truncated(texts, pairs, enc["input_ids"], max_length)
+        out["truncated"] = self._truncated(texts, pairs, enc, max_length)
         out["input_ids"][:] = self.pad_token_id
         for row, ids in enumerate(enc["input_ids"]):
             out["input_ids"][row, :len(ids)] = ids
@@ -70,12 +70,15 @@ class Tokenizer:
                 out["token_type_ids"][row, :len(ids)] = _segments(enc.sequence_ids(row))
         return out
 
-    def _truncated(self, texts: Sequence[str], pairs: Sequence[str] | None,
-                   ids: Sequence[Sequence[int]], max_length: int) -> np.ndarray:
-        """Only rows cut to exactly ``max_length`` can have been truncated: those few are
-        encoded again in full to tell a cut row from one that fits exactly."""
-        full = [row for row, row_ids in enumerate(ids) if len(row_ids) >= max_length]
-        mask = np.zeros(len(ids), bool)
+    def _truncated(self, texts: Sequence[str], pairs: Sequence[str] | None, enc: Any,
+                   max_length: int) -> np.ndarray:
+        """A fast (Rust) tokenizer keeps what truncation cut in each encoding's ``overflowing``,
+        so this costs nothing; a slow one re-encodes, in full, only the rows cut to exactly
+        ``max_length`` (the only ones that can have been truncated)."""
+        if getattr(enc, "encodings", None) is not None:
+            return np.array([bool(e.overflowing) for e in enc.encodings], bool)
+        full = [row for row, row_ids in enumerate(enc["input_ids"]) if len(row_ids) >= max_length]
+        mask = np.zeros(len(texts), bool)
         if full:
             again = self.hf(clean_texts([texts[i] for i in full]),
                             clean_texts([pairs[i] for i in full]) if pairs is not None else None,
