@@ -1,8 +1,8 @@
 # COMMAND: python train.py --config configs/fsa_minilm.py --workdir runs/fsa_minilm
 #   other seeds / subsets: --config.seed=1 --config.data.subset=AllAgree (with AllAgree's 1,626
-#   training texts, --config.train.epochs=8 --config.train.batch_size=32 was better on
-#   validation, and adding --config.train.layer_lr_decay=0.9 by 3 of 543 validation texts,
-#   though not on test; batch 16 was not tried there: docs/results.md)
+#   training texts, --config.train.epochs=8 --config.train.batch_size=32
+#   --config.data.max_length=128 is best on validation so far, test mean 0.9499; batch 16 was
+#   not tried there: docs/results.md)
 # The real offline run: all-MiniLM-L6-v2 (../shared, a pre-trained 6-layer BERT) on ../shared
 # Financial PhraseBank 50Agree, FinBERT split, AdamW 5e-5, 4 epochs, batch 16 (chosen on
 # validation over 32 and over max_length 128 on 2026-11-25), 10% warmup, ELBERT dynamic exit
