@@ -39,7 +39,9 @@ flags.DEFINE_integer("max_steps", 0, "Steps per epoch (0 = the whole epoch; for 
 flags.DEFINE_boolean("torch_peer", True, "Time transformers' PyTorch training too.")
 flags.DEFINE_boolean("torch_compile", False, "Also time the peer under torch.compile.")
 flags.DEFINE_integer("profile_steps", 0, "After timing, trace this many of our steps with "
-                     "jax.profiler and print wall vs device time per step and the top device ops.")
+                     "jax.profiler and print wall vs device time per step and the top device ops "
+                     "(kernels inside CUDA graphs may not show: add XLA_FLAGS="
+                     "--xla_gpu_enable_command_buffer= to see every one).")
 flags.DEFINE_string("output", None, "Also write the results as JSON here.")
 FLAGS = flags.FLAGS
 TINY = dict(embedding_size=32, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
