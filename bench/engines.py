@@ -46,6 +46,8 @@ flags.DEFINE_enum("profile", "uniform", ["uniform", "constant"],
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
 flags.DEFINE_string("attention", "xla", "Attention kernels to compare (comma-separated: xla, cudnn, "
                     "auto); the first also runs the engines and peers.")
+flags.DEFINE_string("fuse_qkv", "false", "EncoderConfig.fuse_qkv settings to compare (comma-separated "
+                    "true/false), each with every --attention kernel.")
 flags.DEFINE_integer("reps", 3, "Timed passes per measurement (median reported).")
 flags.DEFINE_boolean("torch_peer", False, "Also time transformers' ALBERT at full depth.")
 flags.DEFINE_string("torch_compile_modes", "default", "torch.compile modes of the GPU peer "
@@ -131,7 +133,7 @@ def time_engines(model, params, policy, rows, thresholds, batch_sizes, kinds, re
                             **differ})
             report(results[-1])
         full = results[-1 - len(kinds)]["texts_per_s"]
-        for row in results[-len(kinds):]:
+        for row in results[len(results) - len(kinds):]:
             row["speedup_vs_full"] = row["texts_per_s"] / full
             row["efficiency"] = row["speedup_vs_full"] / (num_layers / row["mean_exit_layer"])
     return results, exact
@@ -148,15 +150,19 @@ def torch_peer(config, batch_sizes, num_texts, seq, dtype, device, reps):
     dev = "cuda" if device == "gpu" else "cpu"
     hf = hf.to(dev, dtype=torch.bfloat16 if dtype == "bfloat16" else torch.float32)
     ids = torch.randint(5, config.vocab_size, (num_texts, seq), device=dev)
-    variants = [("transformers eager", hf)]
-    if device == "gpu":
-        for mode in FLAGS.torch_compile_modes.split(","):
-            suffix = "" if mode == "default" else f" ({mode})"
-            variants.append((f"transformers torch.compile{suffix}", torch.compile(hf, mode=mode)))
+    modes = FLAGS.torch_compile_modes.split(",") if device == "gpu" else []
     rows = []
-    for name, model in variants:
+    for name, mode in [("transformers eager", None)] + [
+            (f"transformers torch.compile{'' if m == 'default' else f' ({m})'}", m) for m in modes]:
         for batch in batch_sizes:
             count = texts_for(batch, num_texts)
+            model = hf
+            if mode is not None:
+                # A fresh static-shape compilation per batch size: one compiled model called with a
+                # second shape recompiles with dynamic shapes, whose kernels are slower (the first
+                # H100 run did that and under-reported the peer).
+                torch._dynamo.reset()
+                model = torch.compile(hf, mode=mode, dynamic=False)
 
             def run(model=model, batch=batch, count=count):
                 with torch.inference_mode():
@@ -180,8 +186,9 @@ def synthetic():
     from elbert_jax import exits
     from elbert_jax.model import ElbertModel, EncoderConfig, init_params
 
-    attentions = FLAGS.attention.split(",")
-    config = EncoderConfig(num_labels=3, dtype=FLAGS.dtype, attention=attentions[0])
+    variants = [(a, f == "true") for f in FLAGS.fuse_qkv.split(",") for a in FLAGS.attention.split(",")]
+    attention, fuse = variants[0]
+    config = EncoderConfig(num_labels=3, dtype=FLAGS.dtype, attention=attention, fuse_qkv=fuse)
     model, params = ElbertModel(config), init_params(config, 0)  # albert-base-v2 shape
     rng = np.random.default_rng(0)
     ids = rng.integers(5, config.vocab_size, (FLAGS.texts, FLAGS.seq)).astype(np.int32)
@@ -192,14 +199,15 @@ def synthetic():
     results, exact = time_engines(model, params, exits.ExitPolicy("static"),
                                   (ids, mask, np.zeros_like(ids)), plan, batch_sizes, kinds,
                                   FLAGS.reps)
-    for other in attentions[1:]:  # the same weights through another attention kernel
-        variant = ElbertModel(config.replace(attention=other))
+    for other, other_fuse in variants[1:]:  # the same weights through another kernel choice
+        variant = ElbertModel(config.replace(attention=other, fuse_qkv=other_fuse))
+        label = other + (" fused qkv" if other_fuse else "")
         try:
             more, same = time_engines(variant, params, exits.ExitPolicy("static"),
                                       (ids, mask, np.zeros_like(ids)), plan, batch_sizes, kinds,
-                                      FLAGS.reps, suffix=f" [{other}]")
+                                      FLAGS.reps, suffix=f" [{label}]")
         except Exception as err:  # noqa: BLE001 - report the kernel that failed, keep the rest
-            print(f"attention={other} failed: {type(err).__name__}: {err}", file=sys.stderr)
+            print(f"{label} failed: {type(err).__name__}: {err}", file=sys.stderr)
             continue
         results += more
         exact &= same
@@ -209,7 +217,8 @@ def synthetic():
         results += torch_peer(config, batch_sizes, FLAGS.texts, FLAGS.seq, FLAGS.dtype,
                               FLAGS.device, FLAGS.reps)
     setting = {"mode": "synthetic", "device": str(jax.devices()[0].device_kind),
-               "dtype": FLAGS.dtype, "attention": attentions, "texts": FLAGS.texts,
+               "dtype": FLAGS.dtype, "variants": [f"{a}{' fused qkv' if f else ''}" for a, f in variants],
+               "texts": FLAGS.texts,
                "small_batch_texts": FLAGS.small_batch_texts, "seq": FLAGS.seq,
                "planned_mean_depth": float(plan.mean()), "profile": FLAGS.profile,
                "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", "")}

@@ -4,6 +4,8 @@
 #   bash bench/h100.sh probe     # full depth and engines under a few XLA flag settings
 #   bash bench/h100.sh train     # one PhraseBank epoch of albert-base shape: ours vs transformers
 #   bash bench/h100.sh profile   # per-op device time of full depth (batch 1024): ours vs torch.compile
+#   bash bench/h100.sh variants  # full depth per kernel choice (attention x fused QKV) under two XLA
+#                                # flag settings, and transformers + torch.compile per batch size
 #   bash bench/h100.sh minilm    # MiniLM on PhraseBank 50Agree (mean pooling, CWB N=4 tau 0.75),
 #                                # seeds ${SEEDS:-0 1 2}, then the engines on seed 0's checkpoint
 # or several stages in one call: LIMIT=300 bash bench/h100.sh engines train
@@ -46,9 +48,21 @@ train)
   timeout $LIMIT $PY bench/train_epoch.py --phrasebank .gpu/phrasebank --tokenizer .gpu/albert-tokenizer \
     --dtype bfloat16 --torch_compile --profile_steps 20 --output "$OUT/h100_train_epoch.json" 2>&1 \
     | tee "$OUT/h100_train_epoch.log" ;;
-profile)
+profile)  # the default layer next to torch.compile, then cuDNN attention with fused QKV alone
   timeout $LIMIT $PY bench/profile_layer.py --device gpu --dtype bfloat16 --batch 1024 --torch \
-    --output "$OUT/h100_profile.json" 2>&1 | grep -v "^I1\|^W1" | tee "$OUT/h100_profile.log" ;;
+    --top 30 --output "$OUT/h100_profile.json" 2>&1 | grep -v "^I1\|^W1" | tee "$OUT/h100_profile.log"
+  timeout $LIMIT $PY bench/profile_layer.py --device gpu --dtype bfloat16 --batch 1024 \
+    --attention cudnn --fuse_qkv --top 30 --output "$OUT/h100_profile_cudnn_fused.json" 2>&1 \
+    | grep -v "^I1\|^W1" | tee "$OUT/h100_profile_cudnn_fused.log" ;;
+variants)  # full depth only; the peer once, in the first process
+  for flags in "" "--xla_gpu_triton_gemm_any=true"; do
+    echo "== XLA_FLAGS=$flags"
+    peer=$([ -z "$flags" ] && echo --torch_peer || echo --notorch_peer)
+    XLA_FLAGS="$flags" timeout $LIMIT $PY bench/engines.py --device gpu --dtype bfloat16 \
+      --batch_sizes 64,1024 --engines "" --attention xla,cudnn --fuse_qkv false,true --texts 16384 \
+      --reps 5 $peer --output "$OUT/h100_variants${flags:+_triton_gemm_any}.json" 2>&1 \
+      | grep -v "^I1\|^W1\|^{"
+  done ;;
 minilm)
   for seed in ${SEEDS:-0 1 2}; do
     timeout 200 $PY train.py --config configs/fsa_minilm.py --workdir "/tmp/runs/minilm_s$seed" \

@@ -30,6 +30,7 @@ flags.DEFINE_integer("batch", 1024, "Rows per call.")
 flags.DEFINE_integer("seq", 64, "Sequence length.")
 flags.DEFINE_integer("layers", 12, "Layers (albert-base-v2 shape otherwise).")
 flags.DEFINE_string("attention", "xla", "Our attention kernel: xla, cudnn or auto.")
+flags.DEFINE_boolean("fuse_qkv", False, "Our query/key/value projections as one product.")
 flags.DEFINE_integer("reps", 5, "Profiled calls after a warm-up.")
 flags.DEFINE_integer("top", 25, "Ops to print per side.")
 flags.DEFINE_boolean("torch", False, "Also profile transformers (torch.compile on GPU, eager on CPU).")
@@ -48,7 +49,7 @@ def profile_ours() -> dict:
     from device_trace import hlo_definitions, traced_ops
 
     config = EncoderConfig(num_labels=3, dtype=FLAGS.dtype, attention=FLAGS.attention,
-                           num_hidden_layers=FLAGS.layers)
+                           fuse_qkv=FLAGS.fuse_qkv, num_hidden_layers=FLAGS.layers)
     model, params = ElbertModel(config), init_params(config, 0)
     rng = np.random.default_rng(0)
     ids = rng.integers(5, config.vocab_size, (FLAGS.batch, FLAGS.seq)).astype(np.int32)

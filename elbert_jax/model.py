@@ -50,7 +50,9 @@ class EncoderConfig:
     sentence-transformers checkpoints such as all-MiniLM-L6-v2 whose [CLS] state carries almost no
     input information below the last layer (docs/results.md). ``attention`` picks the kernel:
     ``xla`` (scores and softmax in float32, any device), ``cudnn`` (cuDNN's fused flash attention;
-    GPU, bfloat16/float16 only) or ``auto`` (cuDNN where it applies, else XLA).
+    GPU, bfloat16/float16 only) or ``auto`` (cuDNN where it applies, else XLA). ``fuse_qkv`` runs
+    the query, key and value projections as one matrix product over their concatenated weights (one
+    read of the input instead of three); the parameters stay three ``Dense`` layers either way.
     """
 
     model_type: str = "albert"
@@ -75,6 +77,7 @@ class EncoderConfig:
     pooling: str = "cls"
     dtype: str = "float32"
     attention: str = "xla"
+    fuse_qkv: bool = False
 
     def __post_init__(self) -> None:
         errors = []
@@ -111,6 +114,8 @@ class EncoderConfig:
             errors.append(f"pooling={self.pooling!r} is not one of {POOLINGS}")
         if self.dtype not in DTYPES:
             errors.append(f"dtype={self.dtype!r} is not one of {DTYPES}")
+        if not isinstance(self.fuse_qkv, bool):
+            errors.append(f"fuse_qkv={self.fuse_qkv!r} must be a bool")
         if self.attention not in ATTENTIONS:
             errors.append(f"attention={self.attention!r} is not one of {ATTENTIONS}")
         elif self.attention == "cudnn" and self.dtype == "float32":
@@ -148,6 +153,35 @@ class ModelOutput:
 def _dense(config: EncoderConfig, features: int, name: str) -> nn.Dense:
     return nn.Dense(features, dtype=config.compute_dtype, param_dtype=jnp.float32,
                     kernel_init=nn.initializers.normal(config.initializer_range), name=name)
+
+
+class _DenseWeights(nn.Module):
+    """A ``Dense`` layer's kernel and bias (same names, shapes and initialisation), returned rather
+    than applied, so that several projections of one input can run as one matrix product."""
+
+    config: EncoderConfig
+    features: int
+
+    @nn.compact
+    def __call__(self, in_features: int) -> tuple[Array, Array]:
+        init = nn.initializers.normal(self.config.initializer_range)
+        kernel = self.param("kernel", init, (in_features, self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        return kernel, bias
+
+
+def _projections(config: EncoderConfig, x: Array, names: tuple[str, ...]) -> list[Array]:
+    """``Dense(H)`` of ``x`` under each of ``names``: one product over the concatenated kernels with
+    ``fuse_qkv``, else one ``Dense`` each; the parameter tree is the same."""
+    hidden = x.shape[-1]
+    if not config.fuse_qkv:
+        return [_dense(config, hidden, name)(x) for name in names]
+    weights = [_DenseWeights(config, hidden, name=name)(hidden) for name in names]
+    dtype = config.compute_dtype
+    kernel = jnp.concatenate([k for k, _ in weights], axis=1).astype(dtype)
+    bias = jnp.concatenate([b for _, b in weights]).astype(dtype)
+    out = jax.lax.dot_general(x.astype(dtype), kernel, (((x.ndim - 1,), (0,)), ((), ()))) + bias
+    return jnp.split(out, len(names), axis=-1)
 
 
 def _layer_norm(config: EncoderConfig, name: str) -> nn.LayerNorm:
@@ -216,9 +250,7 @@ class TransformerLayer(nn.Module):
         def split(t: Array) -> Array:
             return t.reshape(batch, seq_len, heads, head_dim)
 
-        q = split(_dense(cfg, hidden, "query")(x))
-        k = split(_dense(cfg, hidden, "key")(x))
-        v = split(_dense(cfg, hidden, "value")(x))
+        q, k, v = map(split, _projections(cfg, x, ("query", "key", "value")))
         dropout = bool(cfg.attention_probs_dropout_prob) and not deterministic
         if _fused_attention(cfg, head_dim) and not dropout:
             # One cuDNN kernel: float32 scores and softmax inside, never written to memory.

@@ -145,6 +145,7 @@ def test_gradients_reach_every_parameter():
     (dict(hidden_dropout_prob=1.5), "hidden_dropout_prob"),
     (dict(attention="flash"), "attention"),
     (dict(attention="cudnn"), "cudnn' needs dtype bfloat16"),
+    (dict(fuse_qkv=1), "fuse_qkv"),
 ])
 def test_config_validation(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -161,6 +162,22 @@ def test_auto_attention_is_the_xla_path_off_gpu():
         logits = {a: ElbertModel(tiny(dtype=dtype, attention=a)).apply({"params": params}, ids, mask)
                   .exit_logits for a in ("xla", "auto")}
         np.testing.assert_array_equal(logits["auto"], logits["xla"])
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_fused_qkv_is_the_same_model(name):
+    # one product over the concatenated query/key/value kernels: the same parameter tree and
+    # initialisation (checkpoints load either way), and the same outputs as three Dense layers
+    config = CONFIGS[name]
+    params = init_params(config)
+    fused = init_params(config.replace(fuse_qkv=True))
+    chex.assert_trees_all_equal(fused, params)
+    ids, mask = batch()
+    for dtype in ("float32", "bfloat16"):
+        out = {f: ElbertModel(config.replace(dtype=dtype, fuse_qkv=f)).apply(
+            {"params": params}, ids, mask).exit_logits for f in (False, True)}
+        np.testing.assert_allclose(out[True], out[False], rtol=0, atol=1e-6 if dtype == "float32"
+                                   else 2e-2)
 
 
 def test_sequence_longer_than_positions_is_refused():
