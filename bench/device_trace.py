@@ -46,13 +46,15 @@ def device_op_times(trace_file: str) -> tuple[dict[str, float], float]:
 
 def hlo_definitions(hlo_text: str) -> dict[str, str]:
     """``name -> what it is`` from compiled HLO text: the op and, for fusions and custom calls,
-    their kind or target (a cuBLAS gemm, cuDNN attention, a loop or input fusion)."""
+    their kind or target (a cuBLAS gemm, cuDNN attention, a loop or input fusion) and, for cuBLAS,
+    the epilogue fused into it (``BIAS``, ``BIAS_GELU``, ...)."""
     out = {}
     for line in hlo_text.splitlines():
         match = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = (.+?) ([\w\-]+)\(", line)
         if not match:
             continue
         name, shape, op = match.groups()
-        detail = re.search(r'(kind=\w+|custom_call_target="[^"]+")', line)
-        out[name] = f"{op} {shape[:60]}" + (f" {detail.group(1)}" if detail else "")
+        details = [d.group(1) for d in (re.search(r'(kind=\w+|custom_call_target="[^"]+")', line),
+                                        re.search(r'"epilogue":"(\w+)"', line)) if d]
+        out[name] = " ".join([f"{op} {shape[:60]}"] + details)
     return out

@@ -221,7 +221,8 @@ def synthetic():
                "texts": FLAGS.texts,
                "small_batch_texts": FLAGS.small_batch_texts, "seq": FLAGS.seq,
                "planned_mean_depth": float(plan.mean()), "profile": FLAGS.profile,
-               "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+               "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+               "tree": str(Path(__file__).resolve().parents[1])}
     return setting, results, exact
 
 

@@ -6,6 +6,9 @@
 #   bash bench/h100.sh profile   # per-op device time of full depth (batch 1024): ours vs torch.compile
 #   bash bench/h100.sh variants  # full depth per kernel choice (attention x fused QKV) under two XLA
 #                                # flag settings, and transformers + torch.compile per batch size
+#   bash bench/h100.sh ab        # full depth, batch 1024: the code in .ab/old (an earlier commit's
+#                                # tree) against this one, and this one without Triton gemms; then
+#                                # the fastest of them profiled and run through the engine table
 #   bash bench/h100.sh minilm    # MiniLM on PhraseBank 50Agree (mean pooling, CWB N=4 tau 0.75),
 #                                # seeds ${SEEDS:-0 1 2}, then the engines on seed 0's checkpoint
 # or several stages in one call: LIMIT=300 bash bench/h100.sh engines train
@@ -63,6 +66,28 @@ variants)  # full depth only; the peer once, in the first process
       --reps 5 $peer --output "$OUT/h100_variants${flags:+_triton_gemm_any}.json" 2>&1 \
       | grep -v "^I1\|^W1\|^{"
   done ;;
+ab)
+  mkdir -p "$OUT/ab"
+  for run in "old|" "new|" "new|--xla_gpu_enable_triton_gemm=false"; do
+    tree=${run%%|*} flags=${run#*|}
+    root=$([ "$tree" = old ] && echo .ab/old || echo .)
+    echo "== $tree XLA_FLAGS=$flags"
+    XLA_FLAGS="$flags" timeout ${AB_LIMIT:-70} $PY $root/bench/engines.py --device gpu \
+      --dtype bfloat16 --batch_sizes 1024 --engines "" --attention xla,cudnn --fuse_qkv false,true \
+      --texts 16384 --reps 5 --output "$OUT/ab/${tree}${flags:+_notriton}.json" 2>&1 \
+      | grep -v "^I1\|^W1\|^{"
+  done
+  best=$($PY bench/fastest.py --batch 1024 "$OUT"/ab/*.json) || exit 1
+  echo "== fastest: $best"
+  eval "$best"
+  export XLA_FLAGS
+  XLA_FLAGS="$XLA_FLAGS --xla_gpu_enable_command_buffer=" timeout ${PROFILE_LIMIT:-50} $PY $TREE/bench/profile_layer.py --device gpu --dtype bfloat16 \
+    --batch 1024 --attention $ATTENTION --fuse_qkv=$FUSE_QKV --top 30 \
+    --output "$OUT/h100_profile_fastest.json" 2>&1 | grep -v "^I1\|^W1" | grep " ms \|=="
+  timeout ${ENGINES_LIMIT:-190} $PY $TREE/bench/engines.py --device gpu --dtype bfloat16 \
+    --batch_sizes 1,64,1024 --texts 16384 --small_batch_texts 128 --reps 3 --attention $ATTENTION \
+    --fuse_qkv $FUSE_QKV --torch_peer --output "$OUT/h100_engines.json" 2>&1 \
+    | grep -v "^I1\|^W1\|^{" | tee "$OUT/h100_engines.log" ;;
 minilm)
   for seed in ${SEEDS:-0 1 2}; do
     timeout 200 $PY train.py --config configs/fsa_minilm.py --workdir "/tmp/runs/minilm_s$seed" \

@@ -185,8 +185,11 @@ def _projections(config: EncoderConfig, x: Array, names: tuple[str, ...]) -> lis
 
 
 def _layer_norm(config: EncoderConfig, name: str) -> nn.LayerNorm:
+    # Two-pass statistics (mean, then the mean square of x - mean), as PyTorch computes them: no
+    # cancellation in E[x^2] - E[x]^2, and a chain of two row reductions that XLA's GPU normalisation
+    # fusion can emit as one kernel with the residual add in front.
     return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=config.compute_dtype,
-                        param_dtype=jnp.float32, name=name)
+                        param_dtype=jnp.float32, use_fast_variance=False, name=name)
 
 
 def _embed(config: EncoderConfig, num: int, features: int, name: str) -> nn.Embed:
