@@ -79,7 +79,7 @@ def test_engines_on_four_devices_match_one(model_type):
 
 
 @pytest.mark.skipif(FOUR, reason="runs once, in the main process")
-def test_configure_xla_adds_gpu_command_buffers_once():
+def test_configure_xla_adds_gpu_flags_once():
     env = {}
     parallel.configure_xla(env)
     assert env["XLA_FLAGS"] == parallel.XLA_GPU_FLAGS
@@ -88,10 +88,14 @@ def test_configure_xla_adds_gpu_command_buffers_once():
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     parallel.configure_xla(env)  # other flags kept
     assert env["XLA_FLAGS"] == "--xla_force_host_platform_device_count=4 " + parallel.XLA_GPU_FLAGS
-    mine = "--xla_gpu_enable_command_buffer="  # the user's own choice wins
+    mine = "--xla_gpu_enable_command_buffer="  # the user's own choice wins, option by option
     env = {"XLA_FLAGS": mine}
     parallel.configure_xla(env)
-    assert env["XLA_FLAGS"] == mine
+    assert env["XLA_FLAGS"] == f"{mine} {parallel.CUBLAS_GEMMS}"
+    mine = "--xla_gpu_enable_triton_gemm=true"
+    env = {"XLA_FLAGS": mine}
+    parallel.configure_xla(env)
+    assert env["XLA_FLAGS"] == f"{mine} {parallel.COMMAND_BUFFERS}"
 
 
 @pytest.mark.skipif(FOUR, reason="runs once, in the main process")
