@@ -45,17 +45,20 @@ class Predictor:
 
     @classmethod
     def from_workdir(cls, workdir: str | Path, engine: str = "refill", batch_size: int = 64,
-                     devices: int = 0, dtype: str | None = None, **policy_overrides: Any
-                     ) -> "Predictor":
+                     devices: int = 0, dtype: str | None = None, attention: str | None = None,
+                     **policy_overrides: Any) -> "Predictor":
         """The workdir's best checkpoint and exit policy; ``policy_overrides`` (``name``,
         ``threshold``, ``window``, ...) replace the policy's fields where not None. ``devices``:
         how many of this host's devices share the rows (0: all of them). ``dtype``: the compute
-        dtype to serve in (e.g. ``bfloat16`` on a GPU for a model trained in float32)."""
+        dtype to serve in (e.g. ``bfloat16`` on a GPU for a model trained in float32);
+        ``attention``: the attention kernel (``EncoderConfig.attention``; ``cudnn`` with
+        ``bfloat16`` was the fastest full depth on an H100, docs/benchmarks.md)."""
         from elbert_jax import training  # the trainer's stack (orbax, ml_collections) only here
 
         model, params, meta = training.restore_best_params(workdir)
-        if dtype is not None:
-            model = type(model)(model.config.replace(dtype=dtype))
+        serving = {k: v for k, v in (("dtype", dtype), ("attention", attention)) if v is not None}
+        if serving:
+            model = type(model)(model.config.replace(**serving))
         settings = dict(meta["exit"])
         settings["name"] = settings.pop("policy")
         settings.update({k: v for k, v in policy_overrides.items() if v is not None})

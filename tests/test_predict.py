@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import pytest
 
 from elbert_jax.data import DataError
@@ -54,6 +55,17 @@ def test_serving_dtype_override(trained):
         assert abs(max(x["probs"]) - max(y["probs"])) < 0.05
     with pytest.raises(ValueError, match="dtype"):
         Predictor.from_workdir(workdir, dtype="float64")
+
+
+def test_serving_attention_override(trained):
+    workdir, _ = trained
+    auto = Predictor.from_workdir(workdir, dtype="bfloat16", attention="auto")
+    assert auto.model.config.attention == "auto" and auto.model.config.dtype == "bfloat16"
+    if jax.default_backend() != "gpu":  # 'auto' is the XLA kernel here: the same rows exactly
+        xla = Predictor.from_workdir(workdir, dtype="bfloat16", attention="xla")
+        assert auto.predict(TEXTS) == xla.predict(TEXTS)
+    with pytest.raises(ValueError, match="cudnn' needs dtype bfloat16"):
+        Predictor.from_workdir(workdir, attention="cudnn")  # the checkpoint computes in float32
 
 
 def test_read_texts(tmp_path):
