@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU measurements of docs/benchmarks.md and docs/results.md, one stage per device call:
-#   bash bench/h100.sh engines   # early-exit engines vs full depth vs transformers (bf16)
+#   bash bench/h100.sh engines   # early-exit engines vs full depth vs transformers (bf16, cuDNN attention)
 #   bash bench/h100.sh probe     # full depth and engines under a few XLA flag settings
 #   bash bench/h100.sh train     # one PhraseBank epoch of albert-base shape: ours vs transformers
 #   bash bench/h100.sh profile   # per-op device time of full depth (batch 1024): ours vs torch.compile
@@ -33,7 +33,7 @@ for stage in "${@:-engines}"; do
 case "$stage" in
 engines)
   timeout $LIMIT $PY bench/engines.py --device gpu --dtype bfloat16 --batch_sizes 1,64,1024 \
-    --texts 16384 --small_batch_texts 256 --reps 5 --attention xla --torch_peer \
+    --texts 16384 --small_batch_texts 256 --reps 5 --attention cudnn --torch_peer \
     --output "$OUT/h100_engines.json" 2>&1 | grep -v "^I1\|^W1" | tee "$OUT/h100_engines.log" ;;
 probe)  # XLA flags that may cut launch overhead (CUDA graphs around loops) or fuse epilogues
   # (engines.py adds parallel.configure_xla's command buffers to any setting that names none;
