@@ -52,7 +52,9 @@ class EncoderConfig:
     ``xla`` (scores and softmax in float32, any device), ``cudnn`` (cuDNN's fused flash attention;
     GPU, bfloat16/float16 only) or ``auto`` (cuDNN where it applies, else XLA). ``fuse_qkv`` runs
     the query, key and value projections as one matrix product over their concatenated weights (one
-    read of the input instead of three); the parameters stay three ``Dense`` layers either way.
+    read of the input instead of three); the parameters stay three ``Dense`` layers either way. On
+    the H100 it paid only with Triton gemms; with the cuBLAS epilogues that ``parallel.configure_xla``
+    selects, splitting its output costs more than it saves (docs/benchmarks.md), so it is off.
     """
 
     model_type: str = "albert"

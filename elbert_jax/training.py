@@ -706,8 +706,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     return {"best_validation": best_metric, "test": test, "step": step}
 
 
-_RESUMABLE_CHANGES = ("dtype", "attention", "hidden_dropout_prob", "attention_probs_dropout_prob",
-                      "classifier_dropout_prob")  # same params, another run setting
+# Same parameters, another run setting (a model.json written before a setting existed lacks it).
+_RESUMABLE_CHANGES = ("dtype", "attention", "fuse_qkv", "hidden_dropout_prob",
+                      "attention_probs_dropout_prob", "classifier_dropout_prob")
 
 
 def _check_resumable(workdir: Path, encoder: dict, label_names: list[str]) -> None:

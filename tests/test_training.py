@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from elbert_jax import load_tokenizer, training
+from elbert_jax import EncoderConfig, load_tokenizer, training
 from elbert_jax.predict import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,6 +191,18 @@ def test_workdir_of_another_model_is_refused_untouched(trained):
         training.train_and_evaluate(tiny(**{"model.scratch.hidden_size": 32,
                                             "model.scratch.num_attention_heads": 4}), workdir)
     assert {p: p.read_bytes() for p in before} == before
+
+
+def test_run_settings_do_not_block_a_resume(tmp_path):
+    # a workdir written before fuse_qkv existed, resumed with other kernel and dtype settings
+    encoder = dataclasses.asdict(EncoderConfig(hidden_size=16, num_attention_heads=2))
+    old = {k: v for k, v in encoder.items() if k != "fuse_qkv"}
+    (tmp_path / "model.json").write_text(json.dumps({"encoder": old, "label_names": ["a", "b"]}))
+    (tmp_path / "checkpoints" / "7").mkdir(parents=True)
+    training._check_resumable(tmp_path, dict(encoder, fuse_qkv=True, attention="auto",
+                                             dtype="bfloat16"), ["a", "b"])
+    with pytest.raises(ValueError, match=r"different model \(label_names"):
+        training._check_resumable(tmp_path, encoder, ["a", "c"])
 
 
 @pytest.mark.parametrize("changes", [{"train.weighting": "linear", "train.grad_accum": 2},
