@@ -31,6 +31,7 @@ from pathlib import Path
 from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/workload.py
 
 flags.DEFINE_enum("device", "cpu", ["cpu", "gpu"], "Where to run.")
 flags.DEFINE_enum("mode", "synthetic", ["synthetic", "checkpoint"], "What to measure.")
@@ -70,17 +71,6 @@ def median_seconds(fn, reps: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def planned_depths(num_texts: int, num_layers: int, mean: float, profile: str, seed: int = 0):
-    import numpy as np
-
-    if profile == "constant":
-        return np.full(num_texts, int(round(mean)), np.int32)
-    high = int(round(2 * mean - 1))
-    if not 1 <= high <= num_layers:
-        raise ValueError(f"mean_depth={mean} needs 2 * mean - 1 in [1, {num_layers}]")
-    return np.random.default_rng(seed).integers(1, high + 1, num_texts).astype(np.int32)
 
 
 def report(row: dict) -> None:
@@ -185,6 +175,8 @@ def synthetic():
 
     from elbert_jax import exits
     from elbert_jax.model import ElbertModel, EncoderConfig, init_params
+
+    from workload import planned_depths
 
     variants = [(a, f == "true") for f in FLAGS.fuse_qkv.split(",") for a in FLAGS.attention.split(",")]
     attention, fuse = variants[0]

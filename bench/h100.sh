@@ -3,7 +3,8 @@
 #   bash bench/h100.sh engines   # early-exit engines vs full depth vs transformers (bf16, cuDNN attention)
 #   bash bench/h100.sh probe     # full depth and engines under a few XLA flag settings
 #   bash bench/h100.sh train     # one PhraseBank epoch of albert-base shape: ours vs transformers
-#   bash bench/h100.sh profile   # per-op device time of full depth (batch 1024): ours vs torch.compile
+#   bash bench/h100.sh profile   # per-op device time of full depth (batch 1024): ours vs torch.compile,
+#                                # then of the refill engine's loop
 #   bash bench/h100.sh variants  # full depth per kernel choice (attention x fused QKV) under two XLA
 #                                # flag settings, and transformers + torch.compile per batch size
 #   bash bench/h100.sh ab        # full depth, batch 1024: the code in .ab/old (an earlier commit's
@@ -51,12 +52,14 @@ train)
   timeout $LIMIT $PY bench/train_epoch.py --phrasebank .gpu/phrasebank --tokenizer .gpu/albert-tokenizer \
     --dtype bfloat16 --torch_compile --profile_steps 20 --output "$OUT/h100_train_epoch.json" 2>&1 \
     | tee "$OUT/h100_train_epoch.log" ;;
-profile)  # the default layer next to torch.compile, then cuDNN attention with fused QKV alone
+profile)  # full depth next to torch.compile, then the refill engine's loop (what a step costs
+  # besides its layer: efficiency 0.78 at batch 1024 on 2026-11-27); cuDNN attention, the fastest
   timeout $LIMIT $PY bench/profile_layer.py --device gpu --dtype bfloat16 --batch 1024 --torch \
-    --top 30 --output "$OUT/h100_profile.json" 2>&1 | grep -v "^I1\|^W1" | tee "$OUT/h100_profile.log"
+    --attention cudnn --top 30 --output "$OUT/h100_profile.json" 2>&1 | grep -v "^I1\|^W1" \
+    | tee "$OUT/h100_profile.log"
   timeout $LIMIT $PY bench/profile_layer.py --device gpu --dtype bfloat16 --batch 1024 \
-    --attention cudnn --fuse_qkv --top 30 --output "$OUT/h100_profile_cudnn_fused.json" 2>&1 \
-    | grep -v "^I1\|^W1" | tee "$OUT/h100_profile_cudnn_fused.log" ;;
+    --engine refill --attention cudnn --top 40 --output "$OUT/h100_profile_refill.json" 2>&1 \
+    | grep -v "^I1\|^W1" | tee "$OUT/h100_profile_refill.log" ;;
 variants)  # full depth only; the peer once, in the first process
   for flags in "" "--xla_gpu_triton_gemm_any=true"; do
     echo "== XLA_FLAGS=$flags"

@@ -7,7 +7,12 @@ device ops are summed by HLO instruction, each shown with the start of its HLO d
 cuBLAS call, a loop fusion, ...); the peer is ``AlbertForSequenceClassification`` under
 ``torch.profiler``, summed by kernel. Both print the top ops and their share of the measured time.
 
+`--engine masked|compact|refill` profiles an early-exit engine's program instead (the planned exit
+depths of bench/engines.py, the static policy): what a loop step costs besides its layer.
+
 COMMAND (H100, bf16): python bench/profile_layer.py --device gpu --dtype bfloat16 --batch 1024 --torch
+COMMAND (H100, refill): python bench/profile_layer.py --device gpu --dtype bfloat16 --batch 1024 \
+    --engine refill --attention cudnn
 COMMAND (CPU smoke test, seconds): python bench/profile_layer.py --batch 4 --layers 2 --torch
 """
 
@@ -31,6 +36,9 @@ flags.DEFINE_integer("seq", 64, "Sequence length.")
 flags.DEFINE_integer("layers", 12, "Layers (albert-base-v2 shape otherwise).")
 flags.DEFINE_string("attention", "xla", "Our attention kernel: xla, cudnn or auto.")
 flags.DEFINE_boolean("fuse_qkv", False, "Our query/key/value projections as one product.")
+flags.DEFINE_enum("engine", "full", ["full", "masked", "compact", "refill"], "Which program of ours.")
+flags.DEFINE_float("mean_depth", 4.0, "Mean planned exit depth of the early-exit engines.")
+flags.DEFINE_integer("queue_batches", 16, "refill: rows per call = batch x this.")
 flags.DEFINE_integer("reps", 5, "Profiled calls after a warm-up.")
 flags.DEFINE_integer("top", 25, "Ops to print per side.")
 flags.DEFINE_boolean("torch", False, "Also profile transformers (torch.compile on GPU, eager on CPU).")
@@ -43,19 +51,29 @@ def profile_ours() -> dict:
     import numpy as np
 
     from elbert_jax import exits
-    from elbert_jax.engines import full_depth
+    from elbert_jax.engines import early_exit, full_depth, halving_levels
     from elbert_jax.model import ElbertModel, EncoderConfig, init_params
 
     from device_trace import hlo_definitions, traced_ops
+    from workload import planned_depths
 
     config = EncoderConfig(num_labels=3, dtype=FLAGS.dtype, attention=FLAGS.attention,
                            fuse_qkv=FLAGS.fuse_qkv, num_hidden_layers=FLAGS.layers)
     model, params = ElbertModel(config), init_params(config, 0)
+    policy = exits.ExitPolicy("static")
+    num_rows = FLAGS.batch * (FLAGS.queue_batches if FLAGS.engine == "refill" else 1)
     rng = np.random.default_rng(0)
-    ids = rng.integers(5, config.vocab_size, (FLAGS.batch, FLAGS.seq)).astype(np.int32)
-    args = (params, ids, np.ones_like(ids), np.zeros_like(ids),
-            np.zeros(FLAGS.batch, np.float32))
-    fn = jax.jit(functools.partial(full_depth, model, exits.ExitPolicy("static"), False))
+    ids = rng.integers(5, config.vocab_size, (num_rows, FLAGS.seq)).astype(np.int32)
+    args = (params, ids, np.ones_like(ids), np.zeros_like(ids))
+    if FLAGS.engine == "full":
+        fn = functools.partial(full_depth, model, policy, False)
+        args += (np.zeros(num_rows, np.float32),)
+    else:  # the loop the Engine runs on one queue (what Engine.__call__ jits per bucket)
+        levels = (FLAGS.batch,) if FLAGS.engine == "masked" else halving_levels(FLAGS.batch, 8)
+        fn = functools.partial(early_exit, model, policy, levels, FLAGS.engine == "refill", False)
+        plan = planned_depths(num_rows, config.num_hidden_layers, FLAGS.mean_depth)
+        args += (plan.astype(np.float32), np.int32(num_rows))
+    fn = jax.jit(fn)
     jax.block_until_ready(fn(*args))
     definitions = hlo_definitions(fn.lower(*args).compile().as_text())
     with traced_ops() as result:
@@ -64,8 +82,8 @@ def profile_ours() -> dict:
     totals, span = result["ops"], result["span"]
     rows = [{"op": name, "what": definitions.get(name, "?"), "ms_per_call": us / FLAGS.reps / 1e3}
             for name, us in sorted(totals.items(), key=lambda kv: -kv[1])]
-    return {"side": "elbert_jax", "device": jax.devices()[0].device_kind,
-            "ms_per_call_ops": sum(totals.values()) / FLAGS.reps / 1e3,
+    return {"side": f"elbert_jax {FLAGS.engine}", "device": jax.devices()[0].device_kind,
+            "rows_per_call": num_rows, "ms_per_call_ops": sum(totals.values()) / FLAGS.reps / 1e3,
             "ms_per_call_span": span / FLAGS.reps / 1e3, "ops": rows}
 
 
@@ -108,8 +126,10 @@ def profile_torch() -> dict:
 
 def print_table(result: dict) -> None:
     total = result["ms_per_call_ops"]
-    print(f"\n== {result['side']}: {total:.3f} ms of ops per call "
-          f"(batch {FLAGS.batch}, seq {FLAGS.seq}, {FLAGS.layers} layers, {FLAGS.dtype})")
+    rows = result.get("rows_per_call", FLAGS.batch)
+    print(f"\n== {result['side']}: {total:.3f} ms of ops per call of {rows} rows, "
+          f"{1e3 * total / rows:.2f} us per row (batch {FLAGS.batch}, seq {FLAGS.seq}, "
+          f"{FLAGS.layers} layers, {FLAGS.dtype})")
     for row in result["ops"][:FLAGS.top]:
         share = row["ms_per_call"] / total if total else 0.0
         print(f"{row['ms_per_call']:9.4f} ms {share:6.1%}  {row['op'][:70]:70s} {row.get('what', '')}")
@@ -122,8 +142,11 @@ def main(argv):
     # Without CUDA graphs, so the trace shows every kernel rather than one graph launch (full
     # depth at batch 1024 ran at the same speed with and without them: docs/benchmarks.md).
     os.environ.setdefault("XLA_FLAGS", "--xla_gpu_enable_command_buffer=")
+    from elbert_jax import parallel
+
+    parallel.configure_xla()  # the rest of what infer.py runs with (cuBLAS epilogues)
     results = [profile_ours()]
-    if FLAGS.torch:
+    if FLAGS.torch and FLAGS.engine == "full":  # the peer has no early exit
         results.append(profile_torch())
     for result in results:
         print_table(result)

@@ -7,17 +7,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_profile_names_the_device_ops(tmp_path):
+@pytest.mark.parametrize("engine,rows", [("full", 2), ("refill", 8)])
+def test_profile_names_the_device_ops(tmp_path, engine, rows):
     out = tmp_path / "profile.json"
     run = subprocess.run([sys.executable, str(ROOT / "bench" / "profile_layer.py"), "--batch", "2",
-                          "--seq", "16", "--layers", "1", "--reps", "1", "--output", str(out)],
+                          "--seq", "16", "--layers", "2", "--reps", "1", "--engine", engine,
+                          "--mean_depth", "1.5", "--queue_batches", "4", "--output", str(out)],
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     [ours] = json.loads(out.read_text())
-    assert ours["side"] == "elbert_jax" and ours["ops"]
+    assert ours["side"] == f"elbert_jax {engine}" and ours["rows_per_call"] == rows and ours["ops"]
+    if engine == "refill":  # the loop's own ops are there besides the layer's
+        assert any(op["what"].startswith(("while", "conditional")) for op in ours["ops"]), ours["ops"]
     times = [op["ms_per_call"] for op in ours["ops"]]
     assert all(t > 0 for t in times)
     assert times == sorted(times, reverse=True)
