@@ -30,8 +30,11 @@ def assert_same_params(a: Path, b: Path) -> None:
 
 
 def committed_steps(workdir: Path) -> list[int]:
+    # Orbax writes a step into "<step>.orbax-checkpoint-tmp" (commit marker included) and renames
+    # it when done: only the renamed, all-digit folders are committed
     folder = workdir / "checkpoints"
-    return sorted(int(p.name) for p in folder.glob("[0-9]*") if (p / "commit_success.txt").exists()) \
+    return sorted(int(p.name) for p in folder.glob("[0-9]*")
+                  if p.name.isdigit() and (p / "commit_success.txt").exists()) \
         if folder.exists() else []
 
 
