@@ -73,6 +73,12 @@ def median_seconds(fn, reps: int) -> float:
     return statistics.median(times)
 
 
+def variant_name(attention: str, fuse_qkv: bool) -> str:
+    """How a kernel choice is named in the rows ("full [cudnn fused qkv]"); bench/fastest.py reads
+    it back."""
+    return attention + (" fused qkv" if fuse_qkv else "")
+
+
 def report(row: dict) -> None:
     """Prints a measurement and appends it to ``--output``.partial.jsonl, so a run cut short by a
     time limit keeps what it measured."""
@@ -193,7 +199,7 @@ def synthetic():
                                   FLAGS.reps)
     for other, other_fuse in variants[1:]:  # the same weights through another kernel choice
         variant = ElbertModel(config.replace(attention=other, fuse_qkv=other_fuse))
-        label = other + (" fused qkv" if other_fuse else "")
+        label = variant_name(other, other_fuse)
         try:
             more, same = time_engines(variant, params, exits.ExitPolicy("static"),
                                       (ids, mask, np.zeros_like(ids)), plan, batch_sizes, kinds,
@@ -209,7 +215,7 @@ def synthetic():
         results += torch_peer(config, batch_sizes, FLAGS.texts, FLAGS.seq, FLAGS.dtype,
                               FLAGS.device, FLAGS.reps)
     setting = {"mode": "synthetic", "device": str(jax.devices()[0].device_kind),
-               "dtype": FLAGS.dtype, "variants": [f"{a}{' fused qkv' if f else ''}" for a, f in variants],
+               "dtype": FLAGS.dtype, "variants": [variant_name(a, f) for a, f in variants],
                "texts": FLAGS.texts,
                "small_batch_texts": FLAGS.small_batch_texts, "seq": FLAGS.seq,
                "planned_mean_depth": float(plan.mean()), "profile": FLAGS.profile,

@@ -51,7 +51,7 @@ def profile_ours() -> dict:
     import numpy as np
 
     from elbert_jax import exits
-    from elbert_jax.engines import early_exit, full_depth, halving_levels
+    from elbert_jax.engines import Engine, early_exit, full_depth, halving_levels
     from elbert_jax.model import ElbertModel, EncoderConfig, init_params
 
     from device_trace import hlo_definitions, traced_ops
@@ -69,7 +69,8 @@ def profile_ours() -> dict:
         fn = functools.partial(full_depth, model, policy, False)
         args += (np.zeros(num_rows, np.float32),)
     else:  # the loop the Engine runs on one queue (what Engine.__call__ jits per bucket)
-        levels = (FLAGS.batch,) if FLAGS.engine == "masked" else halving_levels(FLAGS.batch, 8)
+        levels = ((FLAGS.batch,) if FLAGS.engine == "masked"
+                  else halving_levels(FLAGS.batch, Engine.min_batch))  # the Engine's default
         fn = functools.partial(early_exit, model, policy, levels, FLAGS.engine == "refill", False)
         plan = planned_depths(num_rows, config.num_hidden_layers, FLAGS.mean_depth)
         args += (plan.astype(np.float32), np.int32(num_rows))
