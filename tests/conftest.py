@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# One XLA compilation cache for the whole session, subprocesses included (they inherit the
+# environment): the engine tests and the train.py / infer.py runs compile the same small programs
+# over and over. Set before any test module imports jax; an outer setting wins; removed at exit.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="elbert_jax_test_xla_cache_")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=_cache,
+                      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
 
 SHARED = Path(os.environ.get("ELBERT_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 ALBERT_TOKENIZER = SHARED / "models" / "albert-base-v2-tokenizer"
