@@ -8,12 +8,12 @@ COMMAND (H100, bf16, with the transformers peer):
 COMMAND (a trained checkpoint, PhraseBank texts):
   python bench/engines.py --mode checkpoint --checkpoint runs/minilm_s0 --batch_sizes 64,256
 
-`synthetic` mode: albert-base-v2 shape with random weights (no ALBERT weights exist offline), so
-the exits follow a planned profile: every row gets an exit depth drawn with mean `--mean_depth`
-and the `static` policy with per-row thresholds exits it there; the engines still run the real
-loop. Reported per batch size: texts/s of our full depth, of each engine, the speedup over our
+`synthetic` mode: albert-base-v2 shape (or bert-base's, `--model_type bert`) with random weights
+(no ALBERT weights exist offline), so the exits follow a planned profile: every row gets an exit
+depth drawn with mean `--mean_depth` and the `static` policy with per-row thresholds exits it
+there; the engines still run the real loop. Reported per batch size: texts/s of our full depth, of each engine, the speedup over our
 full depth, and the engine efficiency = speedup / (L / mean depth). `--torch_peer` adds
-transformers' AlbertForSequenceClassification at full depth (eager, and torch.compile on GPU).
+transformers' Albert/BertForSequenceClassification at full depth (eager, and torch.compile on GPU).
 `checkpoint` mode runs a trained workdir's own policy on real texts and checks that every engine
 gives the full-depth rows exactly.
 """
@@ -41,6 +41,9 @@ flags.DEFINE_integer("texts", 128, "Texts per timed pass.")
 flags.DEFINE_integer("small_batch_texts", 0, "Texts per pass for batch sizes below 64 (0 = --texts): "
                      "batch 1 runs one call per text.")
 flags.DEFINE_integer("seq", 64, "Sequence length (synthetic).")
+flags.DEFINE_enum("model_type", "albert", ["albert", "bert"], "Synthetic model: albert-base-v2's "
+                  "shape (one shared layer) or bert-base's (12 unshared layers, where refill groups "
+                  "rows by depth).")
 flags.DEFINE_float("mean_depth", 4.0, "Mean planned exit depth (synthetic; L = 12).")
 flags.DEFINE_enum("profile", "uniform", ["uniform", "constant"],
                   "Planned depths: uniform on [1, 2 * mean - 1], or all at the mean.")
@@ -142,7 +145,7 @@ def torch_peer(config, batch_sizes, num_texts, seq, dtype, device, reps):
     from elbert_jax.convert import config_to_hf
 
     torch.manual_seed(0)
-    hf = transformers.AlbertForSequenceClassification(config_to_hf(config)).eval()
+    hf = transformers.AutoModelForSequenceClassification.from_config(config_to_hf(config)).eval()
     dev = "cuda" if device == "gpu" else "cpu"
     hf = hf.to(dev, dtype=torch.bfloat16 if dtype == "bfloat16" else torch.float32)
     ids = torch.randint(5, config.vocab_size, (num_texts, seq), device=dev)
@@ -186,8 +189,11 @@ def synthetic():
 
     variants = [(a, f == "true") for f in FLAGS.fuse_qkv.split(",") for a in FLAGS.attention.split(",")]
     attention, fuse = variants[0]
-    config = EncoderConfig(num_labels=3, dtype=FLAGS.dtype, attention=attention, fuse_qkv=fuse)
-    model, params = ElbertModel(config), init_params(config, 0)  # albert-base-v2 shape
+    config = EncoderConfig(model_type=FLAGS.model_type, num_labels=3, dtype=FLAGS.dtype,
+                           attention=attention, fuse_qkv=fuse,
+                           **({"vocab_size": 30522, "embedding_size": None}
+                              if FLAGS.model_type == "bert" else {}))
+    model, params = ElbertModel(config), init_params(config, 0)  # albert-base-v2 / bert-base shape
     rng = np.random.default_rng(0)
     ids = rng.integers(5, config.vocab_size, (FLAGS.texts, FLAGS.seq)).astype(np.int32)
     mask = np.ones_like(ids)
@@ -214,7 +220,8 @@ def synthetic():
     if FLAGS.torch_peer:
         results += torch_peer(config, batch_sizes, FLAGS.texts, FLAGS.seq, FLAGS.dtype,
                               FLAGS.device, FLAGS.reps)
-    setting = {"mode": "synthetic", "device": str(jax.devices()[0].device_kind),
+    setting = {"mode": "synthetic", "model_type": FLAGS.model_type,
+               "device": str(jax.devices()[0].device_kind),
                "dtype": FLAGS.dtype, "variants": [variant_name(a, f) for a, f in variants],
                "texts": FLAGS.texts,
                "small_batch_texts": FLAGS.small_batch_texts, "seq": FLAGS.seq,

@@ -10,6 +10,8 @@
 #   bash bench/h100.sh ab        # full depth, batch 1024: the code in .ab/old (an earlier commit's
 #                                # tree) against this one, and this one without Triton gemms; then
 #                                # the fastest of them profiled and run through the engine table
+#   bash bench/h100.sh bert      # the engines on bert-base's shape (12 unshared layers: refill by
+#                                # depth groups against compact)
 #   bash bench/h100.sh minilm    # MiniLM on PhraseBank 50Agree (mean pooling, CWB N=4 tau 0.75),
 #                                # seeds ${SEEDS:-0 1 2}, then the engines on seed 0's checkpoint
 # or several stages in one call: LIMIT=300 bash bench/h100.sh engines train
@@ -36,6 +38,10 @@ engines)
   timeout $LIMIT $PY bench/engines.py --device gpu --dtype bfloat16 --batch_sizes 1,64,1024 \
     --texts 16384 --small_batch_texts 256 --reps 5 --attention cudnn --torch_peer \
     --output "$OUT/h100_engines.json" 2>&1 | grep -v "^I1\|^W1" | tee "$OUT/h100_engines.log" ;;
+bert)
+  timeout $LIMIT $PY bench/engines.py --device gpu --dtype bfloat16 --model_type bert \
+    --batch_sizes 64,1024 --texts 16384 --reps 3 --attention cudnn \
+    --output "$OUT/h100_engines_bert.json" 2>&1 | grep -v "^I1\|^W1" | tee "$OUT/h100_engines_bert.log" ;;
 probe)  # XLA flags that may cut launch overhead (CUDA graphs around loops) or fuse epilogues
   # (engines.py adds parallel.configure_xla's command buffers to any setting that names none;
   # "--xla_gpu_enable_command_buffer=" turns them off; the dot merger joins Q/K/V projections,

@@ -14,7 +14,8 @@ full-depth pass (spec section 4); they differ only in how much work they skip:
   ALBERT's shared layer one layer call advances rows at different depths, and an exited row's slot
   takes the next waiting text at once. When the queue is empty the remaining rows drain through the
   ``compact`` levels. An unshared stack (BERT, or ALBERT with several hidden groups) cannot run rows
-  at different depths in one call, so ``refill`` runs ``compact`` there (``Engine.kind`` says which).
+  at different depths in one call; there ``refill`` groups rows by depth (``grouped_refill``): each
+  call runs one depth's layer on ``batch_size`` rows of that depth, or starts that many new texts.
 
 All batched engines are one jitted program per (batch size, sequence bucket, queue size): no host
 round-trip inside the loop. The ``Engine`` front end sorts rows by length, cuts them into sequence
@@ -133,15 +134,7 @@ def early_exit(model: ElbertModel, policy: exits.ExitPolicy, levels: Sequence[in
         state, exit_now = exits.step(policy, slots.state, probs, depth, num_layers,
                                      slots.threshold)
         done = exit_now & active
-        target = jnp.where(done, slots.row, queue)  # out of range: dropped
-        out = Results(
-            layer=out.layer.at[target].set(depth, mode="drop"),
-            prediction=out.prediction.at[target].set(jnp.argmax(probs, -1).astype(jnp.int32),
-                                                     mode="drop"),
-            probs=out.probs.at[target].set(probs, mode="drop"),
-            trace=None if out.trace is None else out.trace.at[
-                jnp.where(active, slots.row, queue), jnp.clip(depth - 1, 0, num_layers - 1)
-            ].set(probs, mode="drop"))
+        out = _record(out, slots.row, done, active, depth, probs)
         slots = _Slots(hidden, slots.mask, jnp.where(done, -1, slots.row), depth,
                        slots.threshold, state)
         return slots, out
@@ -153,10 +146,7 @@ def early_exit(model: ElbertModel, policy: exits.ExitPolicy, levels: Sequence[in
                    row=jnp.full((first,), -1, jnp.int32), depth=jnp.zeros((first,), jnp.int32),
                    threshold=jnp.zeros((first,), thresholds.dtype),
                    state=exits.init_state(policy, first))
-    out = Results(layer=jnp.zeros((queue,), jnp.int32), prediction=jnp.zeros((queue,), jnp.int32),
-                  probs=jnp.zeros((queue, num_labels), jnp.float32),
-                  trace=jnp.full((queue, num_layers, num_labels), jnp.nan, jnp.float32)
-                  if keep_trace else None)
+    out = _empty_results(queue, num_layers, num_labels, keep_trace)
     refill = queue > first
     next_row = jnp.int32(0)
     if not refill:  # every row is loaded once, up front; the loops never load again
@@ -182,6 +172,121 @@ def early_exit(model: ElbertModel, policy: exits.ExitPolicy, levels: Sequence[in
 
         carry = jax.lax.while_loop(cond, body, carry)
     return carry[1]
+
+
+def grouped_refill(model: ElbertModel, policy: exits.ExitPolicy, levels: Sequence[int],
+                   keep_trace: bool, params: Params, input_ids: Array, attention_mask: Array,
+                   token_type_ids: Array, thresholds: Array, num_valid: Array) -> Results:
+    """``refill`` for unshared stacks, which cannot advance rows at different depths in one call.
+
+    Started rows wait in a pool of slots, grouped by depth. Each loop step either advances up to
+    ``W`` rows of one depth through that depth's layer (the fullest group, the deepest on ties) or,
+    when no group fills a call and ``W`` slots are free, starts the next ``W`` queued rows at
+    layer 1. The pool holds ``min(L, Q / W) x W`` rows: while the queue lasts, either ``W`` slots
+    are free or one of the ``L - 1`` depths holds ``W`` rows, so every call is full until the
+    queue runs out. The tail then drains at the widths of ``levels`` (as ``compact`` does), each
+    while some group holds more rows than the next width. Arguments as ``early_exit``.
+    """
+    cfg = model.config
+    num_layers, num_labels = cfg.num_hidden_layers, cfg.num_labels
+    queue, seq_len = input_ids.shape
+    size = min(num_layers, -(-queue // levels[0])) * levels[0]
+    order = jnp.arange(num_layers)
+
+    def counts(waiting: _Slots) -> Array:  # [L]: pooled rows per depth (0 is never pooled)
+        depth = jnp.where(waiting.row >= 0, waiting.depth, num_layers)
+        return jnp.zeros(num_layers + 1, jnp.int32).at[depth].add(1)[:num_layers]
+
+    def step(carry: tuple, width: int, may_start: bool) -> tuple:
+        waiting, out, next_row = carry
+        active = waiting.row >= 0
+        count = counts(waiting)
+        group = jnp.argmax(count * num_layers + order)  # fullest, deepest on ties
+        start = jnp.bool_(False)
+        if may_start:
+            start = ((next_row < num_valid) & (count[group] < width)
+                     & (size - active.sum() >= width))
+
+        def from_queue(_: None) -> tuple:
+            src = next_row + jnp.arange(width)
+            row = jnp.where(src < num_valid, src, -1)
+            src = jnp.minimum(src, queue - 1)
+            free = jnp.nonzero(~active, size=width, fill_value=size)[0]
+            return (_apply(model, params, "embed", input_ids[src], token_type_ids[src]),
+                    attention_mask[src], row, thresholds[src], exits.init_state(policy, width),
+                    jnp.where(row >= 0, free, size))
+
+        def from_pool(_: None) -> tuple:
+            slot = jnp.nonzero(active & (waiting.depth == group), size=width, fill_value=size)[0]
+            take = jnp.minimum(slot, size - 1)
+            return (waiting.hidden[take], waiting.mask[take],
+                    jnp.where(slot < size, waiting.row[take], -1), waiting.threshold[take],
+                    jax.tree.map(lambda x: x[take], waiting.state), slot)
+
+        if may_start:
+            hidden, mask, row, threshold, state, slot = jax.lax.cond(start, from_queue, from_pool,
+                                                                     None)
+        else:
+            hidden, mask, row, threshold, state, slot = from_pool(None)
+        index = jnp.where(start, 0, group)
+        hidden = _apply(model, params, "layer", hidden, mask, index)
+        probs = _softmax(_apply(model, params, "exit", pool(cfg, hidden, mask), index))
+        state, exit_now = exits.step(policy, state, probs, index + 1, num_layers, threshold)
+        valid = row >= 0
+        done = exit_now & valid
+        out = _record(out, row, done, valid, jnp.broadcast_to(index + 1, row.shape), probs)
+
+        def put(old: Array, new: Array) -> Array:
+            return old.at[slot].set(new, mode="drop")
+
+        waiting = _Slots(put(waiting.hidden, hidden), put(waiting.mask, mask),
+                         put(waiting.row, jnp.where(done, -1, row)),
+                         put(waiting.depth, jnp.broadcast_to(index + 1, row.shape)),
+                         put(waiting.threshold, threshold), jax.tree.map(put, waiting.state, state))
+        return waiting, out, next_row + jnp.where(start, width, 0)
+
+    waiting = _Slots(hidden=jnp.zeros((size, seq_len, cfg.hidden_size), cfg.compute_dtype),
+                     mask=jnp.zeros((size, seq_len), attention_mask.dtype),
+                     row=jnp.full((size,), -1, jnp.int32), depth=jnp.zeros((size,), jnp.int32),
+                     threshold=jnp.zeros((size,), thresholds.dtype),
+                     state=exits.init_state(policy, size))
+    carry = (waiting, _empty_results(queue, num_layers, num_labels, keep_trace), jnp.int32(0))
+    for level, width in enumerate(levels):
+        floor = 0 if level == len(levels) - 1 else levels[level + 1]
+
+        def cond(carry: tuple, floor: int = floor, may_start: bool = level == 0) -> Array:
+            waiting, _, next_row = carry
+            more = counts(waiting).max() > floor
+            return more | (next_row < num_valid) if may_start else more
+
+        carry = jax.lax.while_loop(
+            cond, functools.partial(step, width=width, may_start=level == 0), carry)
+    return carry[1]
+
+
+def _record(out: Results, row: Array, done: Array, computed: Array, layer: Array,
+            probs: Array) -> Results:
+    """Writes the rows that exit now (``done``) into ``out`` at their queue ``row``, and with a
+    trace every ``computed`` row's ``probs`` at its ``layer`` (1-based); other rows are sent out
+    of range, where the scatter drops them."""
+    queue = out.layer.shape[0]
+    target = jnp.where(done, row, queue)
+    trace = out.trace
+    if trace is not None:
+        trace = trace.at[jnp.where(computed, row, queue),
+                         jnp.clip(layer - 1, 0, trace.shape[1] - 1)].set(probs, mode="drop")
+    return Results(
+        layer=out.layer.at[target].set(layer, mode="drop"),
+        prediction=out.prediction.at[target].set(jnp.argmax(probs, -1).astype(jnp.int32),
+                                                 mode="drop"),
+        probs=out.probs.at[target].set(probs, mode="drop"), trace=trace)
+
+
+def _empty_results(queue: int, num_layers: int, num_labels: int, keep_trace: bool) -> Results:
+    return Results(layer=jnp.zeros((queue,), jnp.int32), prediction=jnp.zeros((queue,), jnp.int32),
+                   probs=jnp.zeros((queue, num_labels), jnp.float32),
+                   trace=jnp.full((queue, num_layers, num_labels), jnp.nan, jnp.float32)
+                   if keep_trace else None)
 
 
 def full_depth(model: ElbertModel, policy: exits.ExitPolicy, keep_trace: bool, params: Params,
@@ -240,8 +345,8 @@ class _Reference:
 class Engine:
     """Early-exit classification of token-id rows, exact, in input order.
 
-    ``kind`` is one of ``ENGINES``; ``refill`` becomes ``compact`` on unshared stacks (see the
-    module docstring; ``self.kind`` tells which ran). Rows are sorted by length and padded to the
+    ``kind`` is one of ``ENGINES``; ``refill`` groups rows by depth on unshared stacks (see the
+    module docstring). Rows are sorted by length and padded to the
     smallest of ``buckets`` holding them; ``batch_size`` is the slot count (``refill``) or rows per
     batch; a ``refill`` queue holds up to ``queue_batches`` batches of one sequence bucket.
     """
@@ -262,9 +367,6 @@ class Engine:
             raise ValueError(f"engine {self.kind!r} is not one of {ENGINES}")
         if self.batch_size < 1 or self.min_batch < 1 or self.queue_batches < 1:
             raise ValueError("batch_size, min_batch and queue_batches must be >= 1")
-        self.requested = self.kind
-        if self.kind == "refill" and self.model.config.groups != 1:
-            self.kind = "compact"
         self._programs: dict[tuple, Callable] = {}
         self._reference = _Reference(self.model, self.policy, self.params)
 
@@ -273,15 +375,17 @@ class Engine:
         """Devices the rows are split over (``mesh``'s size; 1 without a mesh)."""
         return 1 if self.mesh is None else self.mesh.size
 
-    def _program(self, levels: tuple[int, ...] | None, per_row_depth: bool = False) -> Callable:
+    def _program(self, levels: tuple[int, ...] | None, refill: bool = False) -> Callable:
         """The jitted engine; with a mesh, every device runs it on its own rows (``shard_map``,
         no communication: each device's loop stops when its own rows have exited)."""
-        key = (levels, per_row_depth)
+        key = (levels, refill)
         if key not in self._programs:
             if levels is None:
                 fn = functools.partial(full_depth, self.model, self.policy, self.trace)
+            elif refill and self.model.config.groups != 1:
+                fn = functools.partial(grouped_refill, self.model, self.policy, levels, self.trace)
             else:
-                fn = functools.partial(early_exit, self.model, self.policy, levels, per_row_depth,
+                fn = functools.partial(early_exit, self.model, self.policy, levels, refill,
                                        self.trace)
             if self.mesh is not None:
                 rows = jax.sharding.PartitionSpec(self.mesh.axis_names)

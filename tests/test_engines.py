@@ -97,12 +97,16 @@ def test_model_families(model_type, overrides):
           batch_size=8, min_batch=2, buckets=(12, 24), queue_batches=1)
 
 
-def test_refill_runs_compact_on_unshared_stacks():
-    model, params = make_model("bert")
-    engine = engines.Engine(model, params, exits.ExitPolicy(), kind="refill")
-    assert (engine.requested, engine.kind) == ("refill", "compact")
-    model, params = make_model("albert")
-    assert engines.Engine(model, params, exits.ExitPolicy(), kind="refill").kind == "refill"
+@pytest.mark.parametrize("queue_batches", [1, 2, 16])
+def test_refill_by_depth_on_unshared_stacks(queue_batches):
+    """Queues of 1, 2 and 16 batches: a pool of 1, 2 and L = 4 batches of slots."""
+    model, params = make_model("bert", head_per_layer=True)
+    rows = make_rows(70, seed=10)
+    for policy in (exits.ExitPolicy("cwb", threshold=0.5, window=2),
+                   exits.ExitPolicy("max_prob", threshold=0.7)):
+        layer = check(model, params, policy, rows, kinds=("refill",), batch_size=4, min_batch=1,
+                      buckets=(8, 24), queue_batches=queue_batches)
+        assert set(layer) == {1, 2, 3, 4}  # every depth group is used
 
 
 def test_window_longer_than_depth():
