@@ -28,7 +28,7 @@ flags.DEFINE_enum("bad_rows", "mark", ["mark", "error"], "An input row with no t
 flags.DEFINE_string("output", None, "Output file (default: stdout).")
 flags.DEFINE_enum("format", "jsonl", ["jsonl", "csv"], "Output format.")
 flags.DEFINE_enum("engine", "refill", ["reference", "full", "masked", "compact", "refill"],
-                  "Early-exit engine (all give the same rows; refill is fastest on ALBERT).")
+                  "Early-exit engine (all give the same rows; refill is the fastest measured).")
 flags.DEFINE_integer("batch_size", 64, "Engine slots / rows per batch.")
 flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
                   "Compute dtype (default: the checkpoint's; bfloat16 is the fast one on GPUs).")
