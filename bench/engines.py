@@ -11,10 +11,10 @@ COMMAND (a trained checkpoint, PhraseBank texts):
 `synthetic` mode: albert-base-v2 shape (or bert-base's, `--model_type bert`) with random weights
 (no ALBERT weights exist offline), so the exits follow a planned profile: every row gets an exit
 depth drawn with mean `--mean_depth` and the `static` policy with per-row thresholds exits it
-there; the engines still run the real loop. Reported per batch size: texts/s of our full depth, of each engine, the speedup over our
-full depth, and the engine efficiency = speedup / (L / mean depth). `--torch_peer` adds
-transformers' Albert/BertForSequenceClassification at full depth (eager, and torch.compile on GPU).
-`checkpoint` mode runs a trained workdir's own policy on real texts and checks that every engine
+there; the engines still run the real loop. Reported per batch size: texts/s of our full depth,
+of each engine, the speedup over our full depth, and the engine efficiency = speedup /
+(L / mean depth). `--torch_peer` adds transformers' Albert/BertForSequenceClassification at full
+depth (eager, and torch.compile on GPU). `checkpoint` mode runs a trained workdir's own policy on real texts and checks that every engine
 gives the full-depth rows exactly.
 """
 
@@ -124,8 +124,7 @@ def time_engines(model, params, policy, rows, thresholds, batch_sizes, kinds, re
             exact &= same
             differ = {"rows_with_other_layer": int((r.layer != reference.layer).sum()),
                       "rows_with_other_label": int((r.prediction != reference.prediction).sum())}
-            name = engine.kind if engine.kind == kind else f"{kind} (runs {engine.kind})"
-            results.append({"batch": batch, "engine": name + suffix, "seconds": seconds,
+            results.append({"batch": batch, "engine": kind + suffix, "seconds": seconds,
                             "texts": count, "texts_per_s": len(r.layer) / seconds,
                             "ms_per_call": 1e3 * seconds / -(-count // batch),
                             "mean_exit_layer": float(r.layer.mean()), "same_rows_as_full": same,

@@ -205,7 +205,7 @@ def grouped_refill(model: ElbertModel, policy: exits.ExitPolicy, levels: Sequenc
         start = jnp.bool_(False)
         if may_start:
             start = ((next_row < num_valid) & (count[group] < width)
-                     & (size - active.sum() >= width))
+                     & (size - count.sum() >= width))
 
         def from_queue(_: None) -> tuple:
             src = next_row + jnp.arange(width)
