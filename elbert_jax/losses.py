@@ -36,9 +36,17 @@ def exit_weights(weighting: str, num_layers: int, t: Array | None = None) -> Arr
     raise ValueError(f"weighting {weighting!r} is not one of {WEIGHTINGS}")
 
 
-def per_exit_cross_entropy(exit_logits: Array, labels: Array, example_weight: Array) -> Array:
-    """[L] mean cross-entropy of each exit over the real rows (``example_weight`` 0 for padding)."""
+def per_exit_cross_entropy(exit_logits: Array, labels: Array, example_weight: Array,
+                           label_smoothing: float = 0.0) -> Array:
+    """[L] mean cross-entropy of each exit over the real rows (``example_weight`` 0 for padding).
+
+    ``label_smoothing`` eps trains against (1 - eps) one-hot + eps / K: PhraseBank's 50Agree labels
+    are majority votes that as few as half the annotators agreed on.
+    """
     ce = optax.softmax_cross_entropy_with_integer_labels(exit_logits, labels[None, :])
+    if label_smoothing:
+        uniform = -jax.nn.log_softmax(exit_logits, -1).mean(-1)  # CE against the uniform target
+        ce = (1 - label_smoothing) * ce + label_smoothing * uniform
     return (ce * example_weight[None, :]).sum(1) / jnp.maximum(example_weight.sum(), 1.0)
 
 
@@ -56,11 +64,13 @@ def distillation(exit_logits: Array, example_weight: Array, temperature: float =
 
 def multi_exit_loss(exit_logits: Array, labels: Array, example_weight: Array, weighting: str,
                     t: Array | None = None, distill_weight: float = 0.0,
-                    distill_temperature: float = 1.0) -> tuple[Array, dict[str, Array]]:
+                    distill_temperature: float = 1.0, label_smoothing: float = 0.0
+                    ) -> tuple[Array, dict[str, Array]]:
     """sum_i w_i CE_i (+ distill_weight * distillation); returns (loss, per-exit CE and weights)."""
     num_layers = exit_logits.shape[0]
     weights = exit_weights(weighting, num_layers, t)
-    per_exit = per_exit_cross_entropy(exit_logits.astype(jnp.float32), labels, example_weight)
+    per_exit = per_exit_cross_entropy(exit_logits.astype(jnp.float32), labels, example_weight,
+                                      label_smoothing)
     loss = jnp.sum(weights * per_exit)
     if distill_weight:
         loss = loss + distill_weight * distillation(exit_logits.astype(jnp.float32), example_weight,

@@ -71,6 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
         lr=3e-5, weight_decay=0.01, warmup_fraction=0.1, clip_norm=1.0,
         weighting="dyn", t_lr=1e-2, t_grad_quirk=False,
         distill_weight=0.0, distill_temperature=1.0,
+        label_smoothing=0.0,  # > 0: each exit's cross-entropy against (1 - eps) one-hot + eps / K
         ema_decay=0.0,  # > 0: evaluate, select and save an EMA of the encoder params (Polyak)
         layer_lr_decay=1.0,  # < 1: layer-wise lr decay, lr x decay^(depth below the top group)
         log_every=20, checkpoint_every=0, keep_checkpoints=2, select_metric="accuracy",
@@ -159,6 +160,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         (t.weight_decay >= 0 and t.distill_weight >= 0, "train.weight_decay and "
          "train.distill_weight must be >= 0"),
         (t.distill_temperature > 0, f"train.distill_temperature={t.distill_temperature} must be > 0"),
+        (0 <= t.label_smoothing < 1, f"train.label_smoothing={t.label_smoothing} must be in [0, 1)"),
         (0 <= t.ema_decay < 1, f"train.ema_decay={t.ema_decay} must be in [0, 1)"),
         (0 < t.layer_lr_decay <= 1, f"train.layer_lr_decay={t.layer_lr_decay} must be in (0, 1]"),
         (t.data_parallel in ("auto", "off"), f"train.data_parallel={t.data_parallel!r} is not auto/off"),
@@ -441,7 +443,8 @@ def make_train_step(model: ElbertModel, tx: optax.GradientTransformation,
                               batch["attention_mask"], batch["token_type_ids"],
                               deterministic=False, rngs={"dropout": key})
             return multi_exit_loss(out.exit_logits, batch["labels"], batch["weight"], t.weighting,
-                                   params["t"], t.distill_weight, t.distill_temperature)
+                                   params["t"], t.distill_weight, t.distill_temperature,
+                                   t.label_smoothing)
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)

@@ -68,3 +68,16 @@ def test_unknown_weighting():
         exit_weights("cubic", 3)
     with pytest.raises(ValueError, match="needs its trainable"):
         exit_weights("dyn", 3)
+
+
+def test_label_smoothing_is_cross_entropy_against_smoothed_targets():
+    rng = np.random.default_rng(2)
+    logits = jnp.asarray(rng.normal(size=(3, 4, 3)), jnp.float32)
+    labels, weight = jnp.array([0, 1, 2, 0]), jnp.array([1, 1, 1, 0], jnp.float32)
+    smoothed, aux = multi_exit_loss(logits, labels, weight, "equal", label_smoothing=0.2)
+    targets = optax.smooth_labels(jax.nn.one_hot(labels[:3], 3), 0.2)
+    ce = optax.softmax_cross_entropy(logits[:, :3], targets[None]).mean(1)
+    np.testing.assert_allclose(aux["per_exit_ce"], ce, rtol=1e-6)
+    assert float(smoothed) == pytest.approx(float(ce.sum()), rel=1e-6)
+    plain, _ = multi_exit_loss(logits, labels, weight, "equal")
+    assert float(plain) != pytest.approx(float(smoothed), rel=1e-3)
