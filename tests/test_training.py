@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from elbert_jax import EncoderConfig, load_tokenizer, training
+from elbert_jax import summary as summary_lib
 from elbert_jax.predict import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,6 +232,12 @@ def test_report_and_export(trained, tmp_path):
     for row in chosen["rows"]:
         assert 0 <= row["test_accuracy"] <= 1
         assert 1 / 3 <= row["test_cost"] <= 1  # 3 layers: every text runs at least one
+    top = max(r["validation_accuracy"] for r in chosen["rows"] if r["policy"] == "cwb")
+    assert chosen["best"]["cwb"]["validation_accuracy"] == top
+    assert set(chosen["best"]) == set(report.SWEPT)
+    run = summary_lib.run_summary(workdir)  # the multi-seed table reads what the report wrote
+    assert run["report"]["chosen_on_validation"] == chosen["best"]
+    assert run["report"]["last_exit"] == table["metrics"]["per_exit_accuracy"][-1]
     for image in table["images"]:
         assert Path(image).stat().st_size > 1000
     folder = report.export(workdir, tmp_path / "hf")

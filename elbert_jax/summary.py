@@ -1,0 +1,147 @@
+"""One table over the runs of an experiment (one workdir per seed), from what training and
+``--mode report`` left in each workdir: the numbers a comparison of recipes is decided on
+(best-validation texts right) and reported with (test accuracy, early exit chosen on validation).
+
+    python -m elbert_jax.summary runs/LS_s0 runs/LS_s1 runs/LS_s2 [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from elbert_jax.report import best_on_validation
+
+
+def _records(workdir: Path) -> tuple[list[dict], dict | None]:
+    """Validation records in epoch order (the last of each epoch: a resumed run may repeat one)
+    and the last test record."""
+    path = workdir / "metrics.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no metrics (not a training workdir?)")
+    by_epoch, test = {}, None
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: not JSON ({err.msg})") from None
+        if record.get("split") == "validation":
+            by_epoch[record["epoch"]] = record
+        elif record.get("split") == "test":
+            test = record
+    return [by_epoch[e] for e in sorted(by_epoch)], test
+
+
+def run_summary(workdir: str | Path, max_cost: float | None = None) -> dict[str, Any]:
+    """Best validation epoch (the one training kept), its test metrics and, when the workdir has
+    a test report, each policy's setting chosen on validation and its best test-sweep point."""
+    workdir = Path(workdir)
+    validation, test = _records(workdir)
+    sizes = json.loads((workdir / "model.json").read_text())["data_stats"]
+    best = [r for r in validation if r.get("best")]
+    if not best:
+        raise ValueError(f"{workdir / 'metrics.jsonl'}: no validation epoch marked best yet")
+    best = best[-1]
+    out = {"workdir": str(workdir), "validation_texts": sizes["validation"],
+           "test_texts": sizes["test"], "validation_by_epoch": [r["accuracy"] for r in validation],
+           "best_epoch": best["epoch"], "best_validation": best["accuracy"],
+           "best_validation_right": round(best["accuracy"] * sizes["validation"])}
+    if test is not None:
+        out.update(test_accuracy=test["accuracy"], test_right=round(test["accuracy"] * sizes["test"]),
+                   test_macro_f1=test["macro_f1"], per_exit_test=test["per_exit_accuracy"])
+    report_path = workdir / "report_test" / "report.json"
+    if report_path.exists():
+        report = json.loads(report_path.read_text())
+        chosen = report.get("chosen_on_validation") or {}
+        budget = max_cost if max_cost is not None else chosen.get("max_cost", 0.5)
+        out["report"] = {
+            "max_cost": budget,
+            "last_exit": report["metrics"]["per_exit_accuracy"][-1],
+            "chosen_on_validation": best_on_validation(chosen.get("rows", [])),
+            "test_sweep": {p: max((r for r in report["sweep"] if r["policy"] == p
+                                   and r["cost"] <= budget),
+                                  key=lambda r: (r["accuracy"], -r["cost"]), default=None)
+                           for p in sorted({r["policy"] for r in report["sweep"]})}}
+    return out
+
+
+def markdown(runs: Sequence[dict[str, Any]]) -> str:
+    """A table with a row per run and a totals row (texts right, means)."""
+    lines = ["| run | validation by epoch | best (epoch) | test | macro-F1 | per-exit test |",
+             "|---|---|---|---|---|---|"]
+    for r in runs:
+        lines.append(f"| {r['workdir']} | {' '.join(f'{a:.3f}' for a in r['validation_by_epoch'])} "
+                     f"| {r['best_validation']:.4f} ({r['best_epoch']}) "
+                     f"| {r.get('test_accuracy', float('nan')):.4f} "
+                     f"| {r.get('test_macro_f1', float('nan')):.4f} "
+                     f"| {' '.join(f'{a:.3f}' for a in r.get('per_exit_test', []))} |")
+    val_right = sum(r["best_validation_right"] for r in runs)
+    val_n = sum(r["validation_texts"] for r in runs)
+    lines.append(f"| **{len(runs)} runs** | | {val_right} of {val_n} ({val_right / val_n:.4f}) "
+                 + (f"| {sum(r['test_right'] for r in runs)} of {sum(r['test_texts'] for r in runs)} "
+                    f"({sum(r['test_accuracy'] for r in runs) / len(runs):.4f}) | | |"
+                    if all("test_accuracy" in r for r in runs) else "| | | |"))
+    reported = [r for r in runs if "report" in r]
+    if reported:
+        lines += ["", f"Early exit at computation cost <= {reported[0]['report']['max_cost']} "
+                  "(chosen on validation -> test accuracy / cost; test sweep: the best test point, "
+                  "an upper bound):", "",
+                  "| run | last exit | CWB chosen on validation | entropy chosen on validation "
+                  "| CWB test sweep | entropy test sweep | patience test sweep |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in reported:
+            rep = r["report"]
+            chosen, sweep = rep["chosen_on_validation"], rep["test_sweep"]
+
+            def pick(row: dict | None, test: bool = True) -> str:
+                if row is None:
+                    return "-"
+                acc, cost = ((row["test_accuracy"], row["test_cost"]) if test
+                             else (row["accuracy"], row["cost"]))
+                window = f"N {row['window']}, " if row.get("window") else ""
+                return f"{window}thr {row['threshold']:.2f}: {acc:.4f} / {cost:.2f}"
+            lines.append(f"| {r['workdir']} | {rep['last_exit']:.4f} | {pick(chosen.get('cwb'))} "
+                         f"| {pick(chosen.get('entropy'))} | {pick(sweep.get('cwb'), False)} "
+                         f"| {pick(sweep.get('entropy'), False)} | {pick(sweep.get('patience'), False)} |")
+        lines.append(_early_exit_totals(reported))
+    return "\n".join(lines)
+
+
+def _early_exit_totals(runs: Sequence[dict[str, Any]]) -> str:
+    """Texts right over the runs in each column, and the last exit's lead over CWB in points."""
+    n = sum(r["test_texts"] for r in runs)
+    last = sum(round(r["report"]["last_exit"] * r["test_texts"]) for r in runs)
+
+    def total(part: str, policy: str, key: str) -> str:
+        rows = [(r["report"][part].get(policy), r["test_texts"]) for r in runs]
+        if any(row is None for row, _ in rows):
+            return "-"
+        right = sum(round(row[key] * texts) for row, texts in rows)
+        gap = f", {100 * (last - right) / n:.1f} under" if policy == "cwb" else ""
+        return f"{right} ({right / n:.4f}{gap})"
+    return (f"| **{len(runs)} runs, texts right of {n}** | {last} ({last / n:.4f}) "
+            f"| {total('chosen_on_validation', 'cwb', 'test_accuracy')} "
+            f"| {total('chosen_on_validation', 'entropy', 'test_accuracy')} "
+            f"| {total('test_sweep', 'cwb', 'accuracy')} | {total('test_sweep', 'entropy', 'accuracy')} "
+            f"| {total('test_sweep', 'patience', 'accuracy')} |")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m elbert_jax.summary", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("workdirs", nargs="+", type=Path)
+    parser.add_argument("--max_cost", type=float, default=None,
+                        help="cost budget of the test sweep (default: the report's)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per run instead")
+    args = parser.parse_args(argv)
+    try:
+        runs = [run_summary(w, args.max_cost) for w in args.workdirs]
+    except (OSError, ValueError, KeyError) as err:
+        parser.exit(2, f"error: {err}\n")
+    print("\n".join(json.dumps(r) for r in runs) if args.json else markdown(runs))
+
+
+if __name__ == "__main__":
+    main()

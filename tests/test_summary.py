@@ -1,0 +1,66 @@
+"""The multi-seed summary: what it reads from workdirs, and the report's choice on validation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from elbert_jax import summary
+from elbert_jax.report import best_on_validation
+
+
+def _workdir(path, validation, test_accuracy, best_epochs, repeat_epoch=None):
+    path.mkdir()
+    lines = [{"step": 5, "epoch": 0, "loss": 1.0}]
+    for epoch, acc in enumerate(validation):
+        lines.append({"split": "validation", "epoch": epoch, "accuracy": acc,
+                      "best": epoch in best_epochs})
+        if epoch == repeat_epoch:  # a resumed run evaluates this epoch again
+            lines.append({"split": "validation", "epoch": epoch, "accuracy": acc,
+                          "best": epoch in best_epochs})
+    lines.append({"split": "test", "accuracy": test_accuracy, "macro_f1": 0.5,
+                  "per_exit_accuracy": [0.4, test_accuracy]})
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    (path / "model.json").write_text(json.dumps({"data_stats": {"validation": 10, "test": 20}}))
+    return path
+
+
+def test_totals_count_texts_at_the_epoch_training_kept(tmp_path, capsys):
+    # seed 1 ties its best on a later epoch: training keeps the earlier (strictly better only)
+    a = _workdir(tmp_path / "s0", [0.5, 0.8, 0.7], 0.75, {0, 1}, repeat_epoch=1)
+    b = _workdir(tmp_path / "s1", [0.6, 0.9, 0.9], 0.85, {0, 1})
+    runs = [summary.run_summary(a), summary.run_summary(b)]
+    assert runs[0]["validation_by_epoch"] == [0.5, 0.8, 0.7]
+    assert [r["best_epoch"] for r in runs] == [1, 1]
+    assert [r["best_validation_right"] for r in runs] == [8, 9]
+    table = summary.markdown(runs)
+    assert "17 of 20 (0.8500)" in table and "32 of 40 (0.8000)" in table
+    assert "Early exit" not in table  # no report in these workdirs
+    summary.main([str(a), str(b), "--json"])
+    assert [json.loads(line)["test_right"] for line in capsys.readouterr().out.splitlines()] == [15, 17]
+
+
+def test_bad_workdirs_are_named(tmp_path, capsys):
+    with pytest.raises(SystemExit) as err:
+        summary.main([str(tmp_path / "missing")])
+    assert err.value.code == 2 and "missing/metrics.jsonl" in capsys.readouterr().err
+    run = _workdir(tmp_path / "bad", [0.5], 0.5, {0})
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write("{oops\n")
+    with pytest.raises(ValueError, match=r"bad/metrics.jsonl:4: not JSON"):
+        summary.run_summary(run)
+    fresh = _workdir(tmp_path / "fresh", [0.5], 0.5, set())
+    with pytest.raises(ValueError, match="no validation epoch marked best"):
+        summary.run_summary(fresh)
+
+
+def test_best_on_validation_breaks_ties_by_cost_then_window():
+    def row(policy, window, acc, cost):
+        return {"policy": policy, "window": window, "threshold": 0.5, "validation_accuracy": acc,
+                "validation_cost": cost, "test_accuracy": 0.0, "test_cost": 0.0}
+    rows = [row("cwb", 2, 0.80, 0.40), row("cwb", 3, 0.82, 0.45), row("cwb", 4, 0.82, 0.45),
+            row("cwb", 5, 0.82, 0.44), row("entropy", None, 0.81, 0.3)]
+    best = best_on_validation(rows)
+    assert best["cwb"]["window"] == 5 and best["entropy"]["validation_accuracy"] == 0.81
+    assert best_on_validation(rows[:3])["cwb"]["window"] == 3
