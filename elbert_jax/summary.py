@@ -119,7 +119,9 @@ def _early_exit_totals(runs: Sequence[dict[str, Any]]) -> str:
         if any(row is None for row, _ in rows):
             return "-"
         right = sum(round(row[key] * texts) for row, texts in rows)
-        gap = f", {100 * (last - right) / n:.1f} under" if policy == "cwb" else ""
+        points = 100 * (last - right) / n
+        gap = (f", {abs(points):.1f} {'under' if points > 0 else 'over'}" if policy == "cwb"
+               else "")
         return f"{right} ({right / n:.4f}{gap})"
     return (f"| **{len(runs)} runs, texts right of {n}** | {last} ({last / n:.4f}) "
             f"| {total('chosen_on_validation', 'cwb', 'test_accuracy')} "
