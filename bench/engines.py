@@ -14,8 +14,8 @@ depth drawn with mean `--mean_depth` and the `static` policy with per-row thresh
 there; the engines still run the real loop. Reported per batch size: texts/s of our full depth,
 of each engine, the speedup over our full depth, and the engine efficiency = speedup /
 (L / mean depth). `--torch_peer` adds transformers' Albert/BertForSequenceClassification at full
-depth (eager, and torch.compile on GPU). `checkpoint` mode runs a trained workdir's own policy on real texts and checks that every engine
-gives the full-depth rows exactly.
+depth (eager, and torch.compile on GPU). `checkpoint` mode runs a trained workdir's own policy on
+real texts and checks that every engine gives the full-depth rows exactly.
 """
 
 from __future__ import annotations

@@ -43,10 +43,11 @@ def per_exit_cross_entropy(exit_logits: Array, labels: Array, example_weight: Ar
     ``label_smoothing`` eps trains against (1 - eps) one-hot + eps / K: PhraseBank's 50Agree labels
     are majority votes that as few as half the annotators agreed on.
     """
-    ce = optax.softmax_cross_entropy_with_integer_labels(exit_logits, labels[None, :])
     if label_smoothing:
-        uniform = -jax.nn.log_softmax(exit_logits, -1).mean(-1)  # CE against the uniform target
-        ce = (1 - label_smoothing) * ce + label_smoothing * uniform
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, exit_logits.shape[-1]), label_smoothing)
+        ce = optax.softmax_cross_entropy(exit_logits, targets[None])
+    else:
+        ce = optax.softmax_cross_entropy_with_integer_labels(exit_logits, labels[None, :])
     return (ce * example_weight[None, :]).sum(1) / jnp.maximum(example_weight.sum(), 1.0)
 
 

@@ -38,10 +38,9 @@ def choose_on_validation(val_probs: np.ndarray, val_labels: np.ndarray, test_pro
     candidates += [exits.ExitPolicy(name=name) for name in SWEPT if name != "cwb"]
     val_probs, test_probs, chosen = jnp.asarray(val_probs), jnp.asarray(test_probs), []
     for policy in candidates:
-        fits = [r for r in exits.sweep(policy, val_probs, val_labels) if r["cost"] <= max_cost]
-        if not fits:
+        best = best_within(exits.sweep(policy, val_probs, val_labels), max_cost)
+        if best is None:
             continue
-        best = max(fits, key=lambda r: (r["accuracy"], -r["cost"]))
         test = exits.sweep(policy, test_probs, test_labels,
                            np.array([best["threshold"]], np.float32))[0]
         chosen.append({"policy": policy.name, "window": policy.window if policy.name == "cwb" else None,
@@ -51,15 +50,20 @@ def choose_on_validation(val_probs: np.ndarray, val_labels: np.ndarray, test_pro
     return chosen
 
 
+def best_within(rows: list[dict[str, Any]], max_cost: float) -> dict[str, Any] | None:
+    """The most accurate sweep row at cost <= ``max_cost`` (the cheaper of equals), or None."""
+    return max((r for r in rows if r["cost"] <= max_cost),
+               key=lambda r: (r["accuracy"], -r["cost"]), default=None)
+
+
 def best_on_validation(chosen: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per policy, the one row of ``choose_on_validation`` to report: the best validation
     accuracy, then the lower validation cost, then (CWB) the smaller window."""
+    def key(row: dict[str, Any]) -> tuple:
+        return row["validation_accuracy"], -row["validation_cost"], -(row["window"] or 0)
     best: dict[str, dict[str, Any]] = {}
     for row in chosen:
-        key = (row["validation_accuracy"], -row["validation_cost"], -(row["window"] or 0))
-        held = best.get(row["policy"])
-        if held is None or key > (held["validation_accuracy"], -held["validation_cost"],
-                                  -(held["window"] or 0)):
+        if row["policy"] not in best or key(row) > key(best[row["policy"]]):
             best[row["policy"]] = row
     return best
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from elbert_jax.report import best_on_validation
+from elbert_jax.report import best_on_validation, best_within
 
 
 def _records(workdir: Path) -> tuple[list[dict], dict | None]:
@@ -60,9 +60,7 @@ def run_summary(workdir: str | Path, max_cost: float | None = None) -> dict[str,
             "max_cost": budget,
             "last_exit": report["metrics"]["per_exit_accuracy"][-1],
             "chosen_on_validation": best_on_validation(chosen.get("rows", [])),
-            "test_sweep": {p: max((r for r in report["sweep"] if r["policy"] == p
-                                   and r["cost"] <= budget),
-                                  key=lambda r: (r["accuracy"], -r["cost"]), default=None)
+            "test_sweep": {p: best_within([r for r in report["sweep"] if r["policy"] == p], budget)
                            for p in sorted({r["policy"] for r in report["sweep"]})}}
     return out
 
