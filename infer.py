@@ -4,13 +4,16 @@
   cat news.txt | python infer.py --checkpoint runs/demo --policy entropy --threshold 0.3
   python infer.py --checkpoint runs/demo --input news.csv --column headline --output out.csv \
       --format csv --engine refill --batch_size 256
+  python infer.py --checkpoint runs/demo --from_report "Sales fell."  # the setting chosen on validation
 
 Texts come from the arguments, stdin lines, or --input (.txt/.csv/.tsv/.jsonl). Policy settings
-default to the checkpoint's. A summary (count, texts/s, mean exit layer, computation cost, exit
+default to the checkpoint's, or with --from_report to those `train.py --mode report` chose on
+validation. A summary (count, texts/s, mean exit layer, computation cost, exit
 histogram) goes to stderr.
 """
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -39,6 +42,9 @@ flags.DEFINE_integer("devices", 0, "Local devices that share the rows (0: all of
 flags.DEFINE_integer("chunk", 8192, "Texts held in memory at a time.")
 flags.DEFINE_string("policy", None, "Exit policy: cwb, entropy, raw_entropy, patience, max_prob, "
                     "static (default: the checkpoint's).")
+flags.DEFINE_boolean("from_report", False, "Start from the setting of the policy that `train.py "
+                     "--mode report` chose on validation (WORKDIR/report_test/report.json) instead "
+                     "of the training config's; the flags below still override it.")
 flags.DEFINE_float("threshold", None, "Policy threshold tau (default: the checkpoint's).")
 flags.DEFINE_integer("window", None, "CWB window N (default: the checkpoint's).")
 flags.DEFINE_float("margin", None, "CWB margin m (default: the checkpoint's).")
@@ -61,7 +67,8 @@ def main(argv):
     try:
         predictor = Predictor.from_workdir(
             FLAGS.checkpoint, engine=FLAGS.engine, batch_size=FLAGS.batch_size,
-            devices=FLAGS.devices, dtype=FLAGS.dtype, attention=FLAGS.attention, name=FLAGS.policy,
+            devices=FLAGS.devices, dtype=FLAGS.dtype, attention=FLAGS.attention,
+            from_report=FLAGS.from_report, name=FLAGS.policy,
             threshold=FLAGS.threshold, window=FLAGS.window, margin=FLAGS.margin,
             variant=FLAGS.variant, patience=FLAGS.patience, layer=FLAGS.layer)
         if FLAGS.input:
@@ -87,7 +94,8 @@ def main(argv):
         sys.exit(1)
     except (DataError, ValueError, OSError, LookupError) as error:  # LookupError: unknown encoding
         sys.exit(f"infer.py: error: {error}")
-    report = {"engine": predictor.engine_for(FLAGS.trace).kind, "policy": predictor.policy.name,
+    report = {"engine": predictor.engine_for(FLAGS.trace).kind,
+              "policy": dataclasses.asdict(predictor.policy),
               "devices": predictor.engine_for(FLAGS.trace).devices,
               **summary.report()}
     print(json.dumps(report), file=sys.stderr)

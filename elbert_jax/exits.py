@@ -162,6 +162,13 @@ def default_threshold(policy: ExitPolicy) -> float:
                                                                          policy.threshold))
 
 
+def with_threshold(policy: ExitPolicy, value: float) -> ExitPolicy:
+    """``policy`` with ``value`` where ``step`` reads its threshold (``default_threshold``'s
+    inverse), so a point of a sweep becomes a policy to serve."""
+    field = {"patience": "patience", "static": "layer"}.get(policy.name, "threshold")
+    return policy.replace(**{field: float(value) if field == "threshold" else int(round(value))})
+
+
 def default_thresholds(policy: ExitPolicy, num_layers: int) -> np.ndarray:
     """The grid a sweep walks for ``policy``: probability/entropy levels in steps of 0.01 (0.005
     for max-prob) so that a cost budget is met closely, or integer depths."""

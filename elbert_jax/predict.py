@@ -46,9 +46,12 @@ class Predictor:
     @classmethod
     def from_workdir(cls, workdir: str | Path, engine: str = "refill", batch_size: int = 64,
                      devices: int = 0, dtype: str | None = None, attention: str | None = None,
-                     **policy_overrides: Any) -> "Predictor":
+                     from_report: bool = False, **policy_overrides: Any) -> "Predictor":
         """The workdir's best checkpoint and exit policy; ``policy_overrides`` (``name``,
-        ``threshold``, ``window``, ...) replace the policy's fields where not None. ``devices``:
+        ``threshold``, ``window``, ...) replace the policy's fields where not None.
+        ``from_report``: start from the setting of the policy (``name``, or the checkpoint's) that
+        ``train.py --mode report`` chose on validation under its cost budget, instead of the
+        training config's (the report must be of the current best checkpoint). ``devices``:
         how many of this host's devices share the rows (0: all of them). ``dtype``: the compute
         dtype to serve in (e.g. ``bfloat16`` on a GPU for a model trained in float32);
         ``attention``: the attention kernel (``EncoderConfig.attention``; ``cudnn`` with
@@ -61,6 +64,12 @@ class Predictor:
             model = type(model)(model.config.replace(**serving))
         settings = dict(meta["exit"])
         settings["name"] = settings.pop("policy")
+        if from_report:
+            from elbert_jax import report
+
+            chosen = report.validated_policy(workdir, policy_overrides.get("name") or
+                                             settings["name"], meta["best_step"])
+            settings = dataclasses.asdict(chosen)
         settings.update({k: v for k, v in policy_overrides.items() if v is not None})
         policy = exits.ExitPolicy(**settings)
         mesh = parallel.data_mesh(devices, local=True)

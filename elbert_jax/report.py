@@ -46,7 +46,8 @@ def choose_on_validation(val_probs: np.ndarray, val_labels: np.ndarray, test_pro
         chosen.append({"policy": policy.name, "window": policy.window if policy.name == "cwb" else None,
                        "threshold": best["threshold"], "validation_accuracy": best["accuracy"],
                        "validation_cost": best["cost"], "test_accuracy": test["accuracy"],
-                       "test_cost": test["cost"]})
+                       "test_cost": test["cost"], "exit_policy": dataclasses.asdict(
+                           exits.with_threshold(policy, best["threshold"]))})
     return chosen
 
 
@@ -66,6 +67,31 @@ def best_on_validation(chosen: list[dict[str, Any]]) -> dict[str, dict[str, Any]
         if row["policy"] not in best or key(row) > key(best[row["policy"]]):
             best[row["policy"]] = row
     return best
+
+
+def validated_policy(workdir: str | Path, name: str, best_step: int | None = None
+                     ) -> exits.ExitPolicy:
+    """The setting of policy ``name`` that ``write_report`` chose on validation (the most
+    accurate at cost <= its ``max_cost``), to serve that operating point rather than a threshold
+    read off the test curve. ``best_step``: refuse a report made from another checkpoint."""
+    path = Path(workdir) / "report_test" / "report.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no report to take the exit policy from; run `python "
+                                f"train.py --config CONFIG --workdir {workdir} --mode report`")
+    table = json.loads(path.read_text())
+    chosen = table.get("chosen_on_validation") or {}
+    best = chosen.get("best")
+    if best is None or any("exit_policy" not in row for row in best.values()):
+        raise ValueError(f"{path} holds no chosen settings (written by an older elbert_jax); "
+                         "rerun --mode report")
+    if best_step is not None and table.get("checkpoint_step") != best_step:
+        raise ValueError(f"{path} was made from the checkpoint of step "
+                         f"{table.get('checkpoint_step')}, but the best checkpoint is now step "
+                         f"{best_step}; rerun --mode report")
+    if name not in best:
+        raise ValueError(f"{path}: no {name} setting reached computation cost <= "
+                         f"{chosen['max_cost']} on validation (chosen: {', '.join(sorted(best))})")
+    return exits.ExitPolicy(**best[name]["exit_policy"])
 
 
 def plot(rows: list[dict], probs: np.ndarray, labels: np.ndarray, layers: np.ndarray,
@@ -137,7 +163,8 @@ def write_report(config: ml_collections.ConfigDict, workdir: str | Path,
     folder.mkdir(exist_ok=True)
     images = plot(rows, probs, encoded.labels, np.asarray(chosen.layer), folder,
                   f"{split}: {len(encoded)} texts, L = {probs.shape[0]}")
-    report = {"split": split, "texts": len(encoded), "num_layers": int(probs.shape[0]),
+    report = {"split": split, "checkpoint_step": meta["best_step"], "texts": len(encoded),
+              "num_layers": int(probs.shape[0]),
               "configured_policy": config.exit.to_dict(), "metrics": metrics,
               "exit_histogram": np.bincount(np.asarray(chosen.layer),
                                             minlength=probs.shape[0] + 1)[1:].tolist(),

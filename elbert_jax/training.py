@@ -563,7 +563,8 @@ def _write_json(path: Path, value: Any) -> None:
 
 
 def restore_best_params(workdir: str | Path) -> tuple[ElbertModel, Params, dict]:
-    """Model, best params and ``model.json`` (labels, exit defaults) of a trained workdir."""
+    """Model, best params and ``model.json`` (labels, exit defaults) of a trained workdir, with
+    ``best_step``, the step the best checkpoint was saved at (what a report was made from)."""
     workdir = Path(workdir)
     meta = json.loads((workdir / "model.json").read_text())
     config = EncoderConfig(**meta["encoder"])
@@ -574,7 +575,7 @@ def restore_best_params(workdir: str | Path) -> tuple[ElbertModel, Params, dict]
             raise FileNotFoundError(f"{workdir / 'best'}: no checkpoint (has training run an epoch?)")
         restored = manager.restore(step, args=ocp.args.Composite(
             params=ocp.args.StandardRestore(abstract)))
-    return ElbertModel(config), restored["params"], meta
+    return ElbertModel(config), restored["params"], meta | {"best_step": int(step)}
 
 
 # ---------------------------------------------------------------- the loop

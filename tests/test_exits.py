@@ -8,7 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from elbert_jax.exits import ExitPolicy, entropy, oracle, sweep
+from elbert_jax import exits
+from elbert_jax.exits import (ExitPolicy, default_threshold, entropy, oracle, sweep,
+                              with_threshold)
 
 
 def reference(policy: ExitPolicy, probs: np.ndarray) -> tuple[int, int]:
@@ -111,6 +113,19 @@ def test_sweep_is_monotone_in_cost_and_matches_oracle():
     static = sweep(ExitPolicy("static"), jnp.asarray(probs), labels)
     assert [r["cost"] for r in static] == pytest.approx([i / 6 for i in range(1, 7)])
     assert static[-1]["accuracy"] == 1.0
+
+
+
+@pytest.mark.parametrize("name", exits.POLICIES)
+def test_a_sweep_point_becomes_the_policy_that_gives_it(name):
+    probs = jnp.asarray(random_probs(6, 50, 3, seed=3))
+    base = ExitPolicy(name, window=3)
+    rows = sweep(base, probs, np.zeros(50, np.int32))
+    for row in (rows[0], rows[len(rows) // 2], rows[-1]):
+        policy = with_threshold(base, row["threshold"])
+        assert default_threshold(policy) == pytest.approx(row["threshold"])
+        assert policy.window == 3  # the other settings are kept
+        assert float(oracle(policy, probs).layer.mean()) / 6 == pytest.approx(row["cost"])
 
 
 @pytest.mark.parametrize("kwargs", [dict(name="nope"), dict(variant="bias_9"), dict(window=0)])

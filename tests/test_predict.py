@@ -125,3 +125,49 @@ def test_infer_cli_files_stdin_and_errors(trained, tmp_path):
     bad.write_text('{"text": "ok"}\nnot json\n')
     run = infer("--checkpoint", str(workdir), "--input", str(bad), "--bad_rows", "error")
     assert run.returncode != 0 and "bad.jsonl:2" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_serving_the_setting_chosen_on_validation(trained, tmp_path):
+    """--from_report serves the report's operating point: on the validation texts the engine
+    reproduces exactly the accuracy and cost the report chose it by."""
+    import shutil
+
+    from elbert_jax import exits, report, training
+
+    workdir = tmp_path / "run"
+    shutil.copytree(trained[0], workdir)
+    with pytest.raises(FileNotFoundError, match="--mode report"):
+        Predictor.from_workdir(workdir, from_report=True)
+    config = training.load_config_file(ROOT / "configs" / "tiny.py")
+    report.write_report(config, workdir, max_cost=0.7)
+    path = workdir / "report_test" / "report.json"
+    best = json.loads(path.read_text())["chosen_on_validation"]["best"]
+    validation = training.load_splits(config).validation
+    assert {"cwb", "static"} <= set(best)  # entropy may never exit early on a tiny model
+    for name, row in best.items():
+        predictor = Predictor.from_workdir(workdir, from_report=True, name=name)
+        assert predictor.policy == exits.with_threshold(predictor.policy, row["threshold"])
+        if name == "cwb":
+            assert predictor.policy.window == row["window"]
+        if name not in ("cwb", "static"):
+            continue  # an engine compile each: two are enough to show it serves the same point
+        out = predictor.run(validation.texts)
+        assert float((out.prediction == validation.labels).mean()) == pytest.approx(
+            row["validation_accuracy"], abs=1e-6)
+        assert float(out.layer.mean()) / 3 == pytest.approx(row["validation_cost"], abs=1e-6)
+    tuned = Predictor.from_workdir(workdir, from_report=True, threshold=0.01)
+    assert tuned.policy.threshold == 0.01 and tuned.policy.window == best["cwb"]["window"]
+
+    run = infer("--checkpoint", str(workdir), "--from_report", "--policy", "static", *TEXTS[:2])
+    assert run.returncode == 0, run.stderr[-2000:]
+    served = json.loads(run.stderr.strip().splitlines()[-1])["policy"]
+    assert served["name"] == "static" and served["layer"] == round(best["static"]["threshold"])
+
+    table = json.loads(path.read_text())
+    path.write_text(json.dumps(table | {"checkpoint_step": -1}))
+    with pytest.raises(ValueError, match="step -1, .* rerun --mode report"):
+        Predictor.from_workdir(workdir, from_report=True)
+    path.write_text(json.dumps(table | {"chosen_on_validation": dict(
+        table["chosen_on_validation"], best={"static": best["static"]})}))
+    with pytest.raises(ValueError, match="no cwb setting reached computation cost <= 0.7"):
+        Predictor.from_workdir(workdir, from_report=True)
