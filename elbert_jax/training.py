@@ -9,12 +9,14 @@ and dropout keys are pure functions of (seed, step), so a resumed run equals an 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -76,6 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
         layer_lr_decay=1.0,  # < 1: layer-wise lr decay, lr x decay^(depth below the top group)
         log_every=20, checkpoint_every=0, keep_checkpoints=2, select_metric="accuracy",
         progress=True, max_steps=0,
+        tensorboard=False,  # also write metrics.jsonl's numbers as TensorBoard scalars (tensorboardX)
         data_parallel="auto",  # "auto": split every batch over all devices (and hosts); "off": one
     ))
     c.exit = ml_collections.ConfigDict(dict(
@@ -184,6 +187,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
              f"data.max_length={d.max_length} exceeds model.scratch.max_position_embeddings="
              f"{s.max_position_embeddings}"),
         ]
+    if t.tensorboard:
+        import importlib.util
+
+        checks.append((importlib.util.find_spec("tensorboardX") is not None,
+                       "train.tensorboard=True needs tensorboardX (pip install -e '.[tensorboard]')"))
     errors = [message for ok, message in checks if not ok]
     try:
         exit_policy(config)
@@ -638,11 +646,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     bar = tqdm(total=total, initial=step, disable=not t.progress or not parallel.is_leader(),
                unit="batch", dynamic_ncols=True)
     try:
-        with open(metrics_path, "a") as metrics_file:
+        with open(metrics_path, "a") as metrics_file, _board(workdir, step, t.tensorboard) as board:
             def write(record: dict) -> None:
                 if parallel.is_leader():  # one metrics file per job, not one line per host
                     metrics_file.write(json.dumps(record) + "\n")
                     metrics_file.flush()
+                if board is not None:
+                    for tag, value in _scalars(record):
+                        board.add_scalar(tag, value, record["step"])
+                    board.flush()
 
             tick, seen = time.perf_counter(), 0
             while step < total:
@@ -728,6 +740,30 @@ def _check_resumable(workdir: Path, encoder: dict, label_names: list[str]) -> No
     if changed:
         raise ValueError(f"{workdir} holds checkpoints of a different model ({'; '.join(changed)}); "
                          "use a new --workdir, or restore the config that made it")
+
+
+def _board(workdir: Path, step: int, enabled: bool) -> contextlib.AbstractContextManager:
+    """A TensorBoard writer on ``workdir/tensorboard`` (process 0 only), or None. Its
+    ``purge_step`` makes TensorBoard drop what an interrupted run logged after the checkpoint it
+    resumes from, as ``_truncate_metrics`` does for ``metrics.jsonl``."""
+    if not enabled or not parallel.is_leader():
+        return contextlib.nullcontext()
+    from tensorboardX import SummaryWriter
+
+    return SummaryWriter(str(workdir / "tensorboard"), purge_step=step or None)
+
+
+def _scalars(record: dict[str, Any]) -> Iterator[tuple[str, float]]:
+    """``metrics.jsonl`` record -> (tag, value): ``train/loss``, ``validation/accuracy``,
+    ``validation/per_exit_accuracy/3`` (lists are per exit, 1-based), ..."""
+    split = record.get("split", "train")
+    for key, value in record.items():
+        if key in ("step", "epoch", "split", "best") or isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)):
+            yield f"{split}/{key}", float(value)
+        elif isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
+            yield from ((f"{split}/{key}/{i}", float(v)) for i, v in enumerate(value, 1))
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

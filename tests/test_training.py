@@ -66,6 +66,47 @@ def test_resume_equals_uninterrupted(tmp_path, ema_decay):
     assert steps == sorted(steps)  # the crashed run's records past step 3 were dropped
 
 
+def tensorboard_scalars(folder: Path) -> list[tuple[str, int, float]]:
+    """The points TensorBoard shows: event files in the order written, each writer's purge step
+    (a START session log) dropping what earlier files logged at or after it."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    files = []
+    for path in folder.glob("events.out.tfevents.*"):
+        data, events, at = path.read_bytes(), [], 0
+        while at < len(data):  # TFRecord: length, its crc, the Event bytes, their crc
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            events.append(event_pb2.Event.FromString(data[at + 12:at + 12 + length]))
+            at += 16 + length
+        files.append(events)
+    shown: list[tuple[str, int, float]] = []
+    for events in sorted(files, key=lambda events: events[0].wall_time):
+        for event in events:
+            if event.HasField("session_log") and event.session_log.status == event.session_log.START:
+                shown = [point for point in shown if point[1] < event.step]
+            shown += [(value.tag, event.step, value.simple_value) for value in event.summary.value]
+    return shown
+
+
+def test_tensorboard_shows_what_metrics_jsonl_holds_after_a_resume(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboardX")
+    config = tiny(**{"train.checkpoint_every": 3, "train.log_every": 2, "train.tensorboard": True})
+    training.train_and_evaluate(config, tmp_path, stop_at_step=5)  # logged step 4, saved step 3
+    training.train_and_evaluate(config, tmp_path)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
+    want = sorted((tag, r["step"], v) for r in records for tag, v in training._scalars(r))
+    assert {("train/loss", 4), ("validation/per_exit_accuracy/3", records[-1]["step"]),
+            ("test/policy_cost", records[-1]["step"])} <= {point[:2] for point in want}
+    shown = sorted(tensorboard_scalars(tmp_path / "tensorboard"))  # step 4 once: the resumed run's
+    assert [point[:2] for point in shown] == [point[:2] for point in want]
+    np.testing.assert_allclose([p[2] for p in shown], [p[2] for p in want], rtol=1e-6, atol=1e-7)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)
+    with pytest.raises(ValueError, match="tensorboardX"):
+        training.validate_config(config)
+
+
 @pytest.mark.parametrize("accumulate", [1, 3])
 def test_param_average_is_the_debiased_ema_of_the_updated_params(accumulate):
     import jax.numpy as jnp
