@@ -1,5 +1,7 @@
 # COMMAND: python train.py --config configs/fsa_minilm_exits.py --workdir runs/fsa_minilm_exits
 #   then: python train.py --config configs/fsa_minilm_exits.py --workdir runs/fsa_minilm_exits --mode report
+#   and serve the CWB setting that report chose on validation (cost <= 0.5):
+#   python infer.py --checkpoint runs/fsa_minilm_exits --from_report --input news.txt
 # The early-exit recipe for all-MiniLM-L6-v2 (../shared) on ../shared Financial PhraseBank 50Agree:
 # configs/fsa_minilm.py with exits that can read something below the last layer. This checkpoint's
 # [CLS] state is input-independent below layer 5 (docs/results.md), so the exits read the token
