@@ -69,11 +69,11 @@ def best_on_validation(chosen: list[dict[str, Any]]) -> dict[str, dict[str, Any]
     return best
 
 
-def validated_policy(workdir: str | Path, name: str, best_step: int | None = None
-                     ) -> exits.ExitPolicy:
+def validated_policy(workdir: str | Path, name: str, best_step: int) -> exits.ExitPolicy:
     """The setting of policy ``name`` that ``write_report`` chose on validation (the most
     accurate at cost <= its ``max_cost``), to serve that operating point rather than a threshold
-    read off the test curve. ``best_step``: refuse a report made from another checkpoint."""
+    read off the test curve. ``best_step`` (``restore_best_params``' meta): the checkpoint the
+    report must have been made from."""
     path = Path(workdir) / "report_test" / "report.json"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no report to take the exit policy from; run `python "
@@ -84,7 +84,7 @@ def validated_policy(workdir: str | Path, name: str, best_step: int | None = Non
     if best is None or any("exit_policy" not in row for row in best.values()):
         raise ValueError(f"{path} holds no chosen settings (written by an older elbert_jax); "
                          "rerun --mode report")
-    if best_step is not None and table.get("checkpoint_step") != best_step:
+    if table.get("checkpoint_step") != best_step:
         raise ValueError(f"{path} was made from the checkpoint of step "
                          f"{table.get('checkpoint_step')}, but the best checkpoint is now step "
                          f"{best_step}; rerun --mode report")

@@ -758,7 +758,7 @@ def _scalars(record: dict[str, Any]) -> Iterator[tuple[str, float]]:
     ``validation/per_exit_accuracy/3`` (lists are per exit, 1-based), ..."""
     split = record.get("split", "train")
     for key, value in record.items():
-        if key in ("step", "epoch", "split", "best") or isinstance(value, bool):
+        if key in ("step", "epoch", "split") or isinstance(value, bool):  # bool: "best"
             continue
         if isinstance(value, (int, float)):
             yield f"{split}/{key}", float(value)
