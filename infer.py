@@ -4,7 +4,7 @@
   cat news.txt | python infer.py --checkpoint runs/demo --policy entropy --threshold 0.3
   python infer.py --checkpoint runs/demo --input news.csv --column headline --output out.csv \
       --format csv --engine refill --batch_size 256
-  python infer.py --checkpoint runs/demo --from_report "Sales fell."  # the setting chosen on validation
+  python infer.py --checkpoint runs/demo --from_report "Kone issued a profit warning in 2008."
 
 Texts come from the arguments, stdin lines, or --input (.txt/.csv/.tsv/.jsonl). Policy settings
 default to the checkpoint's, or with --from_report to those `train.py --mode report` chose on
