@@ -7,12 +7,13 @@ from elbert_jax.exits import ExitPolicy
 from elbert_jax.model import (ElbertModel, EncoderConfig, ModelOutput, TransformerLayer, head_params,
                               init_params, layer_params)
 from elbert_jax.predict import Predictor
+from elbert_jax.serving import Batcher
 from elbert_jax.tokenizer import Tokenizer, load_tokenizer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ENGINES", "ElbertModel", "Engine", "EncoderConfig", "ExitPolicy", "Predictor", "Results", "ModelOutput", "TransformerLayer", "Tokenizer", "config_from_hf",
+    "Batcher", "ENGINES", "ElbertModel", "Engine", "EncoderConfig", "ExitPolicy", "Predictor", "Results", "ModelOutput", "TransformerLayer", "Tokenizer", "config_from_hf",
     "config_to_hf", "head_params", "init_params", "layer_params", "load_pretrained", "load_tokenizer",
     "params_from_state_dict", "read_state_dict", "save_pretrained", "state_dict_from_params",
 ]

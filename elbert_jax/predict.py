@@ -89,25 +89,27 @@ class Predictor:
         return self._engines[trace]
 
     def run(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
-            trace: bool = False) -> Results:
+            trace: bool = False, thresholds: Sequence[float] | None = None) -> Results:
         """The engine's ``Results`` (numpy, input order) for ``texts``."""
-        return self._run(texts, pairs, trace)[0]
+        return self._run(texts, pairs, trace, thresholds)[0]
 
-    def _run(self, texts: Sequence[str], pairs: Sequence[str] | None, trace: bool
-             ) -> tuple[Results, np.ndarray]:
+    def _run(self, texts: Sequence[str], pairs: Sequence[str] | None, trace: bool,
+             thresholds: Sequence[float] | None) -> tuple[Results, np.ndarray]:
         enc = self.tokenizer(list(texts), pairs, max_length=self.max_length, pad_to=self.max_length)
         return self.engine_for(trace)(enc["input_ids"], enc["attention_mask"],
-                                      enc["token_type_ids"]), enc["truncated"]
+                                      enc["token_type_ids"], thresholds), enc["truncated"]
 
     def predict(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
-                trace: bool = False) -> list[dict[str, Any]]:
+                trace: bool = False, thresholds: Sequence[float] | None = None
+                ) -> list[dict[str, Any]]:
         """One dict per text, in order: ``label``, ``probs`` (at the exit), ``exit_layer``, and
         ``trace`` (probabilities of every layer up to the exit) if asked. A text that is empty
         or blank is still classified (as the bare special tokens) and marked ``"empty": true``;
         one longer than ``max_length`` tokens is classified on its first ``max_length`` tokens
-        (as in training) and marked ``"truncated": true``."""
+        (as in training) and marked ``"truncated": true``. ``thresholds`` (one per text) replaces
+        the policy's threshold text by text (``Engine.__call__``): a per-request trade-off."""
         texts = list(texts)
-        out, truncated = self._run(texts, pairs, trace)
+        out, truncated = self._run(texts, pairs, trace, thresholds)
         rows = []
         for i, text in enumerate(texts):
             row = {"label": self.label_names[out.prediction[i]],

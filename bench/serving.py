@@ -1,0 +1,116 @@
+"""Single requests at a given rate: latency and throughput of ``Batcher`` against no batching.
+
+  python bench/serving.py --checkpoint runs/demo --rates 200,1000,4000 --requests 4000
+
+Requests arrive one text at a time at Poisson-distributed instants (an open loop: the schedule
+does not wait for answers, so queueing shows in the latency instead of slowing the client) and
+each one's latency runs from its scheduled arrival to its answer. Two servers in the same process,
+same ``Predictor``: ``Batcher`` (each batch is every request waiting, up to ``--max_batch``) and the
+peer without batching, ``Batcher(max_batch=1)``: one ``predict`` call per request, what a
+handler that calls the model itself does. Also each server's saturated throughput: every request
+submitted at once. Texts: ``elbert_jax.demo`` sentences (no download), mixed lengths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from absl import app, flags
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+flags.DEFINE_string("checkpoint", str(ROOT / "runs" / "demo"), "Workdir written by train.py.")
+flags.DEFINE_string("rates", "200,1000,4000", "Offered loads to measure (requests per second).")
+flags.DEFINE_integer("requests", 4000, "Requests per measurement.")
+flags.DEFINE_integer("max_batch", 64, "Batcher's largest batch (also the engine's batch size).")
+flags.DEFINE_float("max_wait_ms", 0.0, "Batcher's wait for more requests after the first.")
+flags.DEFINE_string("engine", "refill", "Engine of the Predictor.")
+flags.DEFINE_enum("device", "cpu", ["cpu", "gpu"], "Where to run.")
+flags.DEFINE_string("dtype", None, "Serving dtype (default: the checkpoint's).")
+flags.DEFINE_string("output", None, "Also write the results as JSON here.")
+FLAGS = flags.FLAGS
+
+
+def run_load(batcher, texts: list[str], rate: float | None, seed: int = 0) -> dict:
+    """Submits ``texts`` at Poisson instants of ``rate`` per second (None: all at once) and
+    returns latency percentiles (ms) and the achieved throughput."""
+    gaps = (np.zeros(len(texts)) if rate is None
+            else np.random.default_rng(seed).exponential(1 / rate, len(texts)))
+    arrival = np.cumsum(gaps)
+    latency = np.zeros(len(texts))
+    done = threading.Semaphore(0)
+    batches_before = batcher.batches
+    start = time.perf_counter()
+
+    def finished(i: int):
+        def record(_):
+            latency[i] = time.perf_counter() - start - arrival[i]
+            done.release()
+        return record
+
+    for i, text in enumerate(texts):
+        delay = start + arrival[i] - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        batcher.submit(text).add_done_callback(finished(i))
+    for _ in texts:
+        done.acquire()
+    seconds = time.perf_counter() - start
+    batches = batcher.batches - batches_before
+    return {"offered_per_s": rate, "requests": len(texts), "seconds": round(seconds, 3),
+            "served_per_s": round(len(texts) / seconds, 1),
+            "p50_ms": round(1e3 * float(np.percentile(latency, 50)), 2),
+            "p90_ms": round(1e3 * float(np.percentile(latency, 90)), 2),
+            "p99_ms": round(1e3 * float(np.percentile(latency, 99)), 2),
+            "mean_batch": round(len(texts) / max(batches, 1), 2)}
+
+
+def main(argv):
+    del argv
+    import jax
+
+    from elbert_jax import demo, parallel
+    from elbert_jax.predict import Predictor
+    from elbert_jax.serving import Batcher
+
+    parallel.configure_xla()
+    if FLAGS.device == "cpu":
+        jax.config.update("jax_platforms", "cpu")
+    predictor = Predictor.from_workdir(FLAGS.checkpoint, engine=FLAGS.engine,
+                                       batch_size=FLAGS.max_batch, dtype=FLAGS.dtype)
+    pool = demo.make_sentences(2000, seed=1).texts
+    texts = [" ".join(pool[i % 2000:i % 2000 + 1 + i % 3]) for i in range(FLAGS.requests)]
+    rates = [float(r) for r in FLAGS.rates.split(",") if r]
+    results = []
+    for name, max_batch in (("batcher", FLAGS.max_batch), ("no batching", 1)):
+        with Batcher(predictor, max_batch=max_batch, max_wait_ms=FLAGS.max_wait_ms) as batcher:
+            batcher.warm_up()
+            run_load(batcher, texts[:200], None)  # first calls of each program, off the clock
+            for rate in rates + [None]:
+                row = {"server": name, **run_load(batcher, texts, rate)}
+                results.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+    print(f"{'server':12} {'offered/s':>10} {'served/s':>9} {'p50 ms':>8} {'p90 ms':>8} "
+          f"{'p99 ms':>9} {'batch':>6}")
+    for r in results:
+        offered = "all at once" if r["offered_per_s"] is None else f"{r['offered_per_s']:.0f}"
+        print(f"{r['server']:12} {offered:>10} {r['served_per_s']:9.1f} {r['p50_ms']:8.2f} "
+              f"{r['p90_ms']:8.2f} {r['p99_ms']:9.2f} {r['mean_batch']:6.2f}")
+    if FLAGS.output:
+        meta = {"checkpoint": FLAGS.checkpoint, "engine": FLAGS.engine,
+                "max_batch": FLAGS.max_batch, "max_wait_ms": FLAGS.max_wait_ms,
+                "device": jax.devices()[0].device_kind, "machine": platform.machine(),
+                "cpus": os.cpu_count()}
+        Path(FLAGS.output).write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,141 @@
+"""Single requests from many threads, served in batches: the front a trading feed needs.
+
+Early exit pays at large batch sizes only if requests share a batch: a news feed or a web handler
+sends one headline at a time. ``Batcher`` puts each request on a queue and returns a
+``concurrent.futures.Future``; one worker thread takes every request waiting when it is free (up to
+``max_batch``), runs them as one ``Predictor.predict`` call (the ``refill`` engine by default: a
+text that exits at layer 2 frees its slot for the next one) and resolves the futures. With
+``max_wait_ms=0`` (the default) it never waits for more requests: a lone request runs at once, and
+under load the batches grow by themselves with what arrives while the previous one runs.
+``bench/serving.py`` measures latency and throughput against one ``predict`` per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from elbert_jax import exits
+from elbert_jax.predict import Predictor
+
+
+class _Request(NamedTuple):
+    text: str
+    threshold: float | None
+    future: Future
+
+
+_STOP = object()
+
+
+class Batcher:
+    """Thread-safe micro-batching over one ``Predictor`` (which only the worker thread touches).
+
+    ``submit(text, threshold=None)`` -> a future of the row ``Predictor.predict`` gives for the text
+    (``threshold`` replaces the policy's for this request only). A failed batch sets the exception
+    on each of its futures and the worker goes on. ``close()`` (or leaving a ``with`` block) serves
+    what was submitted before it, then stops the worker; later submits raise ``RuntimeError``.
+    """
+
+    def __init__(self, predictor: Predictor, max_batch: int | None = None,
+                 max_wait_ms: float = 0.0):
+        max_batch = predictor.batch_size if max_batch is None else max_batch
+        if max_batch < 1 or max_wait_ms < 0:
+            raise ValueError(f"max_batch must be >= 1 and max_wait_ms >= 0, got {max_batch} and "
+                             f"{max_wait_ms}")
+        self.predictor, self.max_batch, self.max_wait = predictor, max_batch, max_wait_ms / 1e3
+        self.requests = self.batches = 0  # served so far: mean batch size = requests / batches
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()  # orders submits against close
+        self._closed = False
+        self._worker = threading.Thread(target=self._serve, name="elbert_jax-batcher", daemon=True)
+        self._worker.start()
+
+    def submit(self, text: str, threshold: float | None = None) -> Future:
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        future: Future = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this Batcher is closed")
+            self._queue.put(_Request(text, None if threshold is None else float(threshold), future))
+        return future
+
+    def predict(self, text: str, threshold: float | None = None) -> dict[str, Any]:
+        """``submit(...).result()``: blocks this thread, not the others."""
+        return self.submit(text, threshold).result()
+
+    async def apredict(self, text: str, threshold: float | None = None) -> dict[str, Any]:
+        """For asyncio handlers: awaits the row without blocking the event loop."""
+        return await asyncio.wrap_future(self.submit(text, threshold))
+
+    def warm_up(self) -> None:
+        """Compiles the engine's programs for every length bucket and batch up to ``max_batch``
+        before the first request, which would otherwise wait for compilation (seconds).
+        Call it before taking traffic; it runs on the calling thread."""
+        p = self.predictor
+        engine = p.engine_for(False)
+        sizes = sorted({1, *[n for n in (2 ** k for k in range(self.max_batch.bit_length()))
+                             if n <= self.max_batch], self.max_batch})
+        for width in sorted({min(b, p.max_length) for b in p.buckets}):
+            for rows in sizes:
+                ids = np.ones((rows, width), np.int32)
+                engine(ids, ids)  # all-ones mask: every row is `width` tokens, bucket `width`
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(_STOP)
+        self._worker.join()
+
+    def __enter__(self) -> "Batcher":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _serve(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            deadline = time.monotonic() + self.max_wait
+            while len(batch) < self.max_batch:
+                try:
+                    wait = deadline - time.monotonic()
+                    item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            self._run(batch)
+
+    def _run(self, batch: list[_Request]) -> None:
+        batch = [r for r in batch if r.future.set_running_or_notify_cancel()]  # drop cancelled
+        if not batch:
+            return
+        thresholds = None
+        if any(r.threshold is not None for r in batch):
+            default = exits.default_threshold(self.predictor.policy)
+            thresholds = [default if r.threshold is None else r.threshold for r in batch]
+        try:
+            rows = self.predictor.predict([r.text for r in batch], thresholds=thresholds)
+        except Exception as error:  # every request of the batch learns why; the worker goes on
+            for r in batch:
+                r.future.set_exception(error)
+            return
+        self.requests += len(batch)
+        self.batches += 1
+        for r, row in zip(batch, rows):
+            r.future.set_result(row)
