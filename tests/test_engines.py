@@ -84,6 +84,25 @@ def test_batch_sizes(batch_size, min_batch):
           kinds=BATCHED, batch_size=batch_size, min_batch=min_batch, buckets=(8, 24))
 
 
+@pytest.mark.parametrize("kind", ["masked", "compact", "refill"])
+def test_few_rows_run_on_few_slots(kind):
+    """A call with fewer rows than batch_size runs on the smallest power of two of slots holding
+    them (a lone request must not pay for a full batch), with the same exact rows."""
+    model, params = make_model()
+    policy = exits.ExitPolicy("cwb", threshold=0.3, window=2)
+    # one length bucket; 37 rows: one refill queue, or batches of 16, 16 and 5
+    last = {16} if kind == "refill" else {16, 8}
+    for rows, slots in ((1, {1}), (3, {4}), (5, {8}), (16, {16}), (37, last)):
+        ids, mask, types = make_rows(rows, seed=rows)
+        mask = np.ones_like(mask)
+        engine = engines.Engine(model, params, policy, kind=kind, batch_size=16, min_batch=2,
+                                buckets=(8, 24))
+        check(model, params, policy, (ids, mask, types), kinds=(kind,), batch_size=16,
+              min_batch=2, buckets=(8, 24))
+        engine(ids, mask, types)
+        assert {levels[0] for levels, _ in engine._programs} == slots, rows
+
+
 @pytest.mark.parametrize("model_type,overrides", [
     ("albert", {"head_per_layer": True}),
     ("albert", {"num_hidden_groups": 2}),
