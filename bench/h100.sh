@@ -14,6 +14,7 @@
 #                                # depth groups against compact)
 #   bash bench/h100.sh minilm    # MiniLM on PhraseBank 50Agree (mean pooling, CWB N=4 tau 0.75),
 #                                # seeds ${SEEDS:-0 1 2}, then the engines on seed 0's checkpoint
+#   bash bench/h100.sh serving   # single requests at Poisson rates: Batcher vs one predict each
 # or several stages in one call: LIMIT=300 bash bench/h100.sh engines train
 # Run from the repository root on the GPU machine. Inputs come from .gpu/ (copies of ../shared:
 # phrasebank/, albert-tokenizer/, minilm/) and .whl/ (ml_collections, absent from the image);
@@ -109,5 +110,15 @@ minilm)
   timeout 200 $PY bench/engines.py --device gpu --mode checkpoint --checkpoint /tmp/runs/minilm_s0 \
     --phrasebank .gpu/phrasebank --texts 4846 --batch_sizes 1,64,1024 --small_batch_texts 512 \
     --reps 5 --output "$OUT/h100_minilm_engines.json" 2>&1 | grep -v "^I1\|^W1" ;;
+serving)  # single requests at Poisson rates: Batcher against one predict per request, on the demo
+  # model trained here and, when the minilm stage ran first in the same call, on MiniLM seed 0
+  timeout 200 $PY train.py --config configs/demo.py --workdir /tmp/runs/demo \
+    --config.train.progress=False 2>&1 | tail -2
+  for ckpt in /tmp/runs/demo /tmp/runs/minilm_s0; do
+    [ -d "$ckpt/best" ] || continue
+    timeout 240 $PY bench/serving.py --device gpu --checkpoint "$ckpt" --rates 1000,5000,20000 \
+      --requests 10000 --output "$OUT/h100_serving_$(basename $ckpt).json" 2>&1 \
+      | grep -v "^I1\|^W1\|^{" | tee -a "$OUT/h100_serving.log"
+  done ;;
 esac
 done
