@@ -27,6 +27,7 @@ from elbert_jax.predict import Predictor
 
 class _Request(NamedTuple):
     text: str
+    pair: str | None
     threshold: float | None
     future: Future
 
@@ -37,9 +38,10 @@ _STOP = object()
 class Batcher:
     """Thread-safe micro-batching over one ``Predictor`` (which only the worker thread touches).
 
-    ``submit(text, threshold=None)`` -> a future of the row ``Predictor.predict`` gives for the text
-    (``threshold`` replaces the policy's for this request only). A failed batch sets the exception
-    on each of its futures and the worker goes on. ``close()`` (or leaving a ``with`` block) serves
+    ``submit(text, threshold=None, pair=None)`` -> a future of the row ``Predictor.predict`` gives
+    for the text (``threshold`` replaces the policy's for this request only; ``pair``: the second
+    sentence of a sentence-pair task). A failed batch sets the exception on each of its futures and
+    the worker goes on. ``close()`` (or leaving a ``with`` block) serves
     what was submitted before it, then stops the worker; later submits raise ``RuntimeError``.
     """
 
@@ -57,23 +59,28 @@ class Batcher:
         self._worker = threading.Thread(target=self._serve, name="elbert_jax-batcher", daemon=True)
         self._worker.start()
 
-    def submit(self, text: str, threshold: float | None = None) -> Future:
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
+    def submit(self, text: str, threshold: float | None = None, pair: str | None = None
+               ) -> Future:
+        for name, value in (("text", text), ("pair", pair)):
+            if not isinstance(value, str) and (name == "text" or value is not None):
+                raise TypeError(f"{name} must be a str, got {type(value).__name__}")
         future: Future = Future()
         with self._lock:
             if self._closed:
                 raise RuntimeError("this Batcher is closed")
-            self._queue.put(_Request(text, None if threshold is None else float(threshold), future))
+            self._queue.put(_Request(text, pair, None if threshold is None else float(threshold),
+                                     future))
         return future
 
-    def predict(self, text: str, threshold: float | None = None) -> dict[str, Any]:
+    def predict(self, text: str, threshold: float | None = None, pair: str | None = None
+                ) -> dict[str, Any]:
         """``submit(...).result()``: blocks this thread, not the others."""
-        return self.submit(text, threshold).result()
+        return self.submit(text, threshold, pair).result()
 
-    async def apredict(self, text: str, threshold: float | None = None) -> dict[str, Any]:
+    async def apredict(self, text: str, threshold: float | None = None, pair: str | None = None
+                       ) -> dict[str, Any]:
         """For asyncio handlers: awaits the row without blocking the event loop."""
-        return await asyncio.wrap_future(self.submit(text, threshold))
+        return await asyncio.wrap_future(self.submit(text, threshold, pair))
 
     def warm_up(self) -> None:
         """Compiles the engine's programs for every length bucket and batch up to ``max_batch``
@@ -123,14 +130,20 @@ class Batcher:
 
     def _run(self, batch: list[_Request]) -> None:
         batch = [r for r in batch if r.future.set_running_or_notify_cancel()]  # drop cancelled
-        if not batch:
-            return
+        for paired in (False, True):  # texts with and without a pair tokenise as separate calls
+            group = [r for r in batch if (r.pair is not None) == paired]
+            if group:
+                self._predict(group, paired)
+
+    def _predict(self, batch: list[_Request], paired: bool) -> None:
         thresholds = None
         if any(r.threshold is not None for r in batch):
             default = exits.default_threshold(self.predictor.policy)
             thresholds = [default if r.threshold is None else r.threshold for r in batch]
         try:
-            rows = self.predictor.predict([r.text for r in batch], thresholds=thresholds)
+            rows = self.predictor.predict([r.text for r in batch],
+                                          [r.pair for r in batch] if paired else None,
+                                          thresholds=thresholds)
         except Exception as error:  # every request of the batch learns why; the worker goes on
             for r in batch:
                 r.future.set_exception(error)

@@ -25,13 +25,13 @@ class Gated:
         self.batch_size, self.policy = inner.batch_size, inner.policy
         self.gate, self.entered, self.sizes = threading.Event(), threading.Event(), []
 
-    def predict(self, texts, thresholds=None):
+    def predict(self, texts, pairs=None, thresholds=None):
         self.entered.set()
         self.gate.wait(timeout=60)
         self.sizes.append(len(texts))
         if self.fail_on in texts:
             raise ValueError(f"cannot classify {self.fail_on!r}")
-        return self.inner.predict(texts, thresholds=thresholds)
+        return self.inner.predict(texts, pairs, thresholds=thresholds)
 
 
 def assert_same_rows(got: list[dict], want: list[dict]) -> None:
@@ -64,6 +64,25 @@ def test_per_request_thresholds(trained):
     assert [r["exit_layer"] for r in got] == [3 if n is None else n for n in layers]
     assert_same_rows(got, static.predict(TEXTS * 3, thresholds=[3 if n is None else n
                                                                  for n in layers]))
+
+
+def test_sentence_pairs(predictor):
+    """Requests with a second sentence (RTE-style tasks) and without it, in one stream."""
+    pairs = [None, "Profit fell.", None, "The board met.", "Sales rose.", None]
+    gated = Gated(predictor)
+    with Batcher(gated) as batcher:
+        futures = [batcher.submit(t, pair=q) for t, q in zip(TEXTS, pairs)]
+        gated.gate.set()
+        got = [f.result(timeout=120) for f in futures]
+        with pytest.raises(TypeError, match="pair must be a str"):
+            batcher.submit("Profit rose.", pair=3)
+    paired = [i for i, q in enumerate(pairs) if q is not None]
+    single = [i for i, q in enumerate(pairs) if q is None]
+    assert_same_rows([got[i] for i in paired],
+                     predictor.predict([TEXTS[i] for i in paired], [pairs[i] for i in paired]))
+    assert_same_rows([got[i] for i in single], predictor.predict([TEXTS[i] for i in single]))
+    differs = predictor.predict([TEXTS[i] for i in paired])  # the pair reaches the model
+    assert any(a["probs"] != b["probs"] for a, b in zip(differs, [got[i] for i in paired]))
 
 
 def test_requests_waiting_share_a_batch(predictor):
