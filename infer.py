@@ -5,6 +5,7 @@
   python infer.py --checkpoint runs/demo --input news.csv --column headline --output out.csv \
       --format csv --engine refill --batch_size 256
   python infer.py --checkpoint runs/demo --from_report "Kone issued a profit warning in 2008."
+  tail -f news.txt | python infer.py --checkpoint runs/demo   # a live feed: a row per line as it comes
 
 Texts come from the arguments, stdin lines, or --input (.txt/.csv/.tsv/.jsonl). Policy settings
 default to the checkpoint's, or with --from_report to those `train.py --mode report` chose on
@@ -71,6 +72,7 @@ def main(argv):
             from_report=FLAGS.from_report, name=FLAGS.policy,
             threshold=FLAGS.threshold, window=FLAGS.window, margin=FLAGS.margin,
             variant=FLAGS.variant, patience=FLAGS.patience, layer=FLAGS.layer)
+        live = False
         if FLAGS.input:
             texts = read_texts(FLAGS.input, FLAGS.column, FLAGS.encoding, FLAGS.bad_rows)
         elif len(argv) > 1:
@@ -78,9 +80,10 @@ def main(argv):
         else:  # lines end at \n only, as in read_texts; bytes that do not decode become U+FFFD
             stdin = io.TextIOWrapper(sys.stdin.buffer, FLAGS.encoding, errors="replace", newline="\n")
             texts = (line.removesuffix("\n").removesuffix("\r") for line in stdin)
+            live = True  # a feed on a pipe: answer each line as soon as the model is free
         summary = Summary(predictor.model.config.num_hidden_layers)
         rows = ({"id": i, **row} for i, row in enumerate(
-            predictor.stream(texts, chunk=FLAGS.chunk, trace=FLAGS.trace)))
+            predictor.stream(texts, chunk=FLAGS.chunk, trace=FLAGS.trace, live=live)))
         with contextlib.ExitStack() as stack:
             out = (stack.enter_context(open(FLAGS.output, "w", encoding="utf-8", newline=""))
                    if FLAGS.output else sys.stdout)
@@ -88,6 +91,8 @@ def main(argv):
             for row in write_rows(rows, out, FLAGS.format):
                 summary.add(row)
                 progress.update()
+                if live:
+                    out.flush()
             progress.close()
     except BrokenPipeError:  # e.g. `infer.py ... | head`: stop quietly, as other CLI tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import queue
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -123,29 +125,23 @@ class Predictor:
             rows.append(row)
         return rows
 
-    def stream(self, texts: Iterable[str | BadInput], chunk: int = 4096, trace: bool = False
-               ) -> Iterator[dict[str, Any]]:
+    def stream(self, texts: Iterable[str | BadInput], chunk: int = 4096, trace: bool = False,
+               live: bool = False) -> Iterator[dict[str, Any]]:
         """Predictions for an arbitrarily long iterable, in order, holding ``chunk`` texts at a time.
 
         A ``BadInput`` item (an unreadable row of ``read_texts``) keeps its place as a row with
         ``label``, ``probs`` and ``exit_layer`` None and ``error`` saying where and why.
+        ``live``: for a source that pauses (a news feed on a pipe): a reader thread runs ahead of
+        the model, and each batch is every text that has arrived (at most ``chunk``), so a text
+        is answered as soon as the model is free instead of when ``chunk`` texts have come.
         """
-        buffer: list[str | BadInput] = []
-        items = iter(texts)
-        while True:
-            try:
-                item = next(items)
-            except StopIteration:
-                break
-            except Exception:  # the source failed (e.g. a bad row in "error" mode): rows read so
-                yield from self._flush(buffer, trace)  # far still come out, then the error
-                raise
-            buffer.append(item)
-            if len(buffer) == chunk:
-                yield from self._flush(buffer, trace)
-                buffer = []
-        if buffer:
-            yield from self._flush(buffer, trace)
+        batches = ready_batches(texts, chunk) if live else fixed_batches(texts, chunk)
+        try:
+            for batch in batches:
+                yield from self._flush(batch, trace)
+        except SourceError as error:  # the source failed (e.g. a bad row in "error" mode): rows
+            yield from self._flush(error.read, trace)  # read before it still come out, then it
+            raise error.__cause__ from None
 
     def _flush(self, buffer: list[str | BadInput], trace: bool) -> Iterator[dict[str, Any]]:
         if not buffer:
@@ -157,6 +153,88 @@ class Predictor:
                 yield {"label": None, "probs": None, "exit_layer": None, "error": str(item)}
             else:
                 yield next(rows)
+
+
+class SourceError(Exception):
+    """The text source raised; ``read`` holds the items of the batch read before it."""
+
+    def __init__(self, read: list):
+        super().__init__("the text source failed")
+        self.read = read
+
+
+def fixed_batches(items: Iterable[Any], size: int) -> Iterator[list]:
+    """Consecutive batches of ``size`` items (the last one shorter)."""
+    batch: list = []
+    iterator = iter(items)
+    while True:
+        try:
+            item = next(iterator)
+        except StopIteration:
+            break
+        except Exception as error:
+            raise SourceError(batch) from error
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _End(NamedTuple):
+    """Put by the reader after the last item; ``error``: what the source raised, if it did."""
+
+    error: Exception | None
+
+
+def ready_batches(items: Iterable[Any], size: int) -> Iterator[list]:
+    """Batches of whatever a reader thread has fetched from ``items``: at least one item, at most
+    ``size``, never waiting for more once one is there. The reader stays at most ``size`` items
+    ahead (memory stays flat) and stops when the consumer does."""
+    ready: queue.Queue = queue.Queue(maxsize=size)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+        except Exception as error:
+            put(_End(error))
+            return
+        put(_End(None))
+
+    threading.Thread(target=read, name="elbert_jax-reader", daemon=True).start()
+    try:
+        while True:
+            batch = [ready.get()]
+            while len(batch) < size:
+                try:
+                    batch.append(ready.get_nowait())
+                except queue.Empty:
+                    break
+            end = next((i for i, item in enumerate(batch) if isinstance(item, _End)), None)
+            if end is None:
+                yield batch
+                continue
+            error = batch[end].error
+            if error is not None:
+                raise SourceError(batch[:end]) from error
+            if end:
+                yield batch[:end]
+            return
+    finally:
+        stop.set()
 
 
 class BadInput(NamedTuple):

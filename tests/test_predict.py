@@ -5,15 +5,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import select
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import jax
 import pytest
 
 from elbert_jax.data import DataError
-from elbert_jax.predict import Predictor, Summary, read_texts, write_rows
+from elbert_jax.predict import (Predictor, Summary, fixed_batches, read_texts, ready_batches,
+                                write_rows)
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["Operating profit rose to EUR 13.1 mn.", "", "Sales fell, the company said.",
@@ -171,3 +174,66 @@ def test_serving_the_setting_chosen_on_validation(trained, tmp_path):
         table["chosen_on_validation"], best={"static": best["static"]})}))
     with pytest.raises(ValueError, match="no cwb setting reached computation cost <= 0.7"):
         Predictor.from_workdir(workdir, from_report=True)
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_stream_keeps_rows_then_raises_what_the_source_raised(trained, live):
+    predictor = Predictor.from_workdir(trained[0], batch_size=4)
+
+    def source():
+        yield from TEXTS[:4]
+        raise OSError("feed went away")
+
+    rows = []
+    with pytest.raises(OSError, match="feed went away"):
+        for row in predictor.stream(source(), chunk=3, live=live):
+            rows.append(row)
+    assert rows == predictor.predict(TEXTS[:4])  # every text read before the failure
+
+
+def test_live_stream_answers_before_the_source_goes_on(trained):
+    """A feed that pauses: the texts that have come are answered while it waits."""
+    predictor = Predictor.from_workdir(trained[0], batch_size=4)
+    resume = threading.Event()
+    timer = threading.Timer(60, resume.set)  # the test never hangs; it fails instead
+    timer.start()
+
+    def feed():
+        yield from TEXTS[:3]
+        resume.wait()
+        yield TEXTS[3]
+
+    rows = predictor.stream(feed(), chunk=1000, live=True)
+    first = [next(rows) for _ in range(3)]
+    assert not resume.is_set(), "the first rows waited for the source to go on"
+    resume.set()
+    timer.cancel()
+    assert first + list(rows) == predictor.predict(TEXTS[:4])
+
+
+def test_batches():
+    assert list(fixed_batches(range(7), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
+    live = list(ready_batches(iter(range(1000)), 64))
+    assert [x for batch in live for x in batch] == list(range(1000))
+    assert max(map(len, live)) <= 64 and list(ready_batches([], 8)) == []
+
+
+def test_infer_answers_each_stdin_line_as_it_comes(trained):
+    """`feed | infer.py`: a row comes out per line while stdin stays open."""
+    workdir, _ = trained
+    proc = subprocess.Popen([sys.executable, str(ROOT / "infer.py"), "--checkpoint", str(workdir)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=ROOT, text=True)
+    try:
+        for i, text in enumerate(TEXTS[:2]):
+            proc.stdin.write(text + "\n")
+            proc.stdin.flush()
+            ready, _, _ = select.select([proc.stdout], [], [], 120)
+            assert ready, f"no row for line {i} while stdin was open"
+            row = json.loads(proc.stdout.readline())
+            assert row["id"] == i and row["label"]
+        proc.stdin.close()
+        assert proc.wait(timeout=120) == 0
+        assert json.loads(proc.stderr.read().splitlines()[-1])["count"] == 2
+    finally:
+        proc.kill()
