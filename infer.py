@@ -5,7 +5,7 @@
   python infer.py --checkpoint runs/demo --input news.csv --column headline --output out.csv \
       --format csv --engine refill --batch_size 256
   python infer.py --checkpoint runs/demo --from_report "Kone issued a profit warning in 2008."
-  tail -f news.txt | python infer.py --checkpoint runs/demo   # a live feed: a row per line as it comes
+  tail -f news.txt | python infer.py --checkpoint runs/demo --warm_up  # a live feed: a row per line
 
 Texts come from the arguments, stdin lines, or --input (.txt/.csv/.tsv/.jsonl). Policy settings
 default to the checkpoint's, or with --from_report to those `train.py --mode report` chose on
@@ -53,6 +53,10 @@ flags.DEFINE_string("variant", None, "CWB variant bias_1/bias_2/bias_3 (default:
 flags.DEFINE_integer("patience", None, "Patience policy: unchanged layers (default: the checkpoint's).")
 flags.DEFINE_integer("layer", None, "Static policy: exit layer (default: the checkpoint's).")
 flags.DEFINE_boolean("trace", False, "Add every computed layer's probabilities.")
+flags.DEFINE_boolean("warm_up", False, "Compile the programs of every length bucket and batch of "
+                     "up to --batch_size texts first, so that a live feed does not stall on a "
+                     "compilation when a batch of a new size arrives (larger bursts still compile "
+                     "once).")
 FLAGS = flags.FLAGS
 
 
@@ -81,6 +85,8 @@ def main(argv):
             stdin = io.TextIOWrapper(sys.stdin.buffer, FLAGS.encoding, errors="replace", newline="\n")
             texts = (line.removesuffix("\n").removesuffix("\r") for line in stdin)
             live = True  # a feed on a pipe: answer each line as soon as the model is free
+        if FLAGS.warm_up:
+            predictor.warm_up(trace=FLAGS.trace)
         summary = Summary(predictor.model.config.num_hidden_layers)
         rows = ({"id": i, **row} for i, row in enumerate(
             predictor.stream(texts, chunk=FLAGS.chunk, trace=FLAGS.trace, live=live)))

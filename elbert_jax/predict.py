@@ -90,6 +90,19 @@ class Predictor:
                                           mesh=self.mesh)
         return self._engines[trace]
 
+    def warm_up(self, rows: int | None = None, trace: bool = False) -> None:
+        """Compiles the engine's programs for every length bucket and every call of up to
+        ``rows`` texts (default ``batch_size``), so that no later call waits for compilation: a
+        live feed otherwise stalls for seconds the first time a batch of a new size or length
+        arrives. One engine call per bucket and power of two of rows."""
+        rows = self.batch_size if rows is None else rows
+        engine = self.engine_for(trace)
+        sizes = sorted({1 << k for k in range(rows.bit_length()) if 1 << k <= rows} | {rows})
+        for width in sorted({min(b, self.max_length) for b in self.buckets}):
+            for n in sizes:
+                ids = np.ones((n, width), np.int32)
+                engine(ids, ids)  # all-ones mask: every row is `width` tokens, bucket `width`
+
     def run(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
             trace: bool = False, thresholds: Sequence[float] | None = None) -> Results:
         """The engine's ``Results`` (numpy, input order) for ``texts``."""

@@ -19,8 +19,6 @@ import time
 from concurrent.futures import Future
 from typing import Any, NamedTuple
 
-import numpy as np
-
 from elbert_jax import exits
 from elbert_jax.predict import Predictor
 
@@ -83,17 +81,9 @@ class Batcher:
         return await asyncio.wrap_future(self.submit(text, threshold, pair))
 
     def warm_up(self) -> None:
-        """Compiles the engine's programs for every length bucket and batch up to ``max_batch``
-        before the first request, which would otherwise wait for compilation (seconds).
-        Call it before taking traffic; it runs on the calling thread."""
-        p = self.predictor
-        engine = p.engine_for(False)
-        sizes = sorted({1, *[n for n in (2 ** k for k in range(self.max_batch.bit_length()))
-                             if n <= self.max_batch], self.max_batch})
-        for width in sorted({min(b, p.max_length) for b in p.buckets}):
-            for rows in sizes:
-                ids = np.ones((rows, width), np.int32)
-                engine(ids, ids)  # all-ones mask: every row is `width` tokens, bucket `width`
+        """``Predictor.warm_up`` for every batch up to ``max_batch``: call it before taking traffic
+        (it runs on the calling thread), or the first requests wait for compilation (seconds)."""
+        self.predictor.warm_up(self.max_batch)
 
     def close(self) -> None:
         with self._lock:

@@ -221,9 +221,9 @@ def test_batches():
 def test_infer_answers_each_stdin_line_as_it_comes(trained):
     """`feed | infer.py`: a row comes out per line while stdin stays open."""
     workdir, _ = trained
-    proc = subprocess.Popen([sys.executable, str(ROOT / "infer.py"), "--checkpoint", str(workdir)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            cwd=ROOT, text=True)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "infer.py"), "--checkpoint", str(workdir),
+                             "--warm_up", "--batch_size", "4"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, text=True)
     try:
         for i, text in enumerate(TEXTS[:2]):
             proc.stdin.write(text + "\n")

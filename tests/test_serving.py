@@ -152,8 +152,9 @@ def test_asyncio_handlers(predictor):
     assert_same_rows(got, predictor.predict(TEXTS))
 
 
-def test_warm_up_compiles_every_program_requests_use(trained):
-    predictor = Predictor.from_workdir(trained[0], batch_size=4)
+@pytest.mark.parametrize("engine", ["refill", "masked"])
+def test_warm_up_compiles_every_program_requests_use(trained, engine):
+    predictor = Predictor.from_workdir(trained[0], batch_size=4, engine=engine)
     with Batcher(predictor, max_batch=8) as batcher:
         batcher.warm_up()
         programs = predictor.engine_for(False)._programs
@@ -162,4 +163,7 @@ def test_warm_up_compiles_every_program_requests_use(trained):
             list(pool.map(batcher.predict, TEXTS * 4))
         for text in TEXTS:
             batcher.predict(text)
+        for n in range(1, 9):  # and every size of call straight through the Predictor
+            predictor.predict((TEXTS * 2)[:n])
+        assert programs.keys() == compiled.keys()
         assert {key: fn._cache_size() for key, fn in programs.items()} == compiled
