@@ -8,7 +8,8 @@ each one's latency runs from its scheduled arrival to its answer. Two servers in
 same ``Predictor``: ``Batcher`` (each batch is every request waiting, up to ``--max_batch``) and the
 peer without batching, ``Batcher(max_batch=1)``: one ``predict`` call per request, what a
 handler that calls the model itself does. Also each server's saturated throughput: every request
-submitted at once. Texts: ``elbert_jax.demo`` sentences (no download), mixed lengths.
+submitted at once; and ``infer.py --warm_up`` reading the same requests as a live feed on its
+stdin (``--feed``). Texts: ``elbert_jax.demo`` sentences (no download), mixed lengths.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 import threading
 import time
@@ -35,6 +37,8 @@ flags.DEFINE_float("max_wait_ms", 0.0, "Batcher's wait for more requests after t
 flags.DEFINE_string("engine", "refill", "Engine of the Predictor.")
 flags.DEFINE_enum("device", "cpu", ["cpu", "gpu"], "Where to run.")
 flags.DEFINE_string("dtype", None, "Serving dtype (default: the checkpoint's).")
+flags.DEFINE_boolean("feed", True, "Also time infer.py --warm_up reading the requests as a live "
+                     "feed on stdin (at the --rates).")
 flags.DEFINE_string("output", None, "Also write the results as JSON here.")
 FLAGS = flags.FLAGS
 
@@ -67,10 +71,57 @@ def run_load(batcher, texts: list[str], rate: float | None, seed: int = 0) -> di
     batches = batcher.batches - batches_before
     return {"offered_per_s": rate, "requests": len(texts), "seconds": round(seconds, 3),
             "served_per_s": round(len(texts) / seconds, 1),
-            "p50_ms": round(1e3 * float(np.percentile(latency, 50)), 2),
-            "p90_ms": round(1e3 * float(np.percentile(latency, 90)), 2),
-            "p99_ms": round(1e3 * float(np.percentile(latency, 99)), 2),
+            **percentiles(latency),
             "mean_batch": round(len(texts) / max(batches, 1), 2)}
+
+
+def percentiles(latency: np.ndarray) -> dict:
+    return {f"p{q}_ms": round(1e3 * float(np.percentile(latency, q)), 2) for q in (50, 90, 99)}
+
+
+def feed_infer(texts: list[str], rates: list[float]) -> list[dict]:
+    """``infer.py --warm_up`` reading a live feed on stdin: lines written at Poisson instants of
+    each rate, latency from a line's scheduled arrival to its output row."""
+    command = [sys.executable, str(ROOT / "infer.py"), "--checkpoint", FLAGS.checkpoint,
+               "--engine", FLAGS.engine, "--batch_size", str(FLAGS.max_batch), "--warm_up"]
+    if FLAGS.dtype:
+        command += ["--dtype", FLAGS.dtype]
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    proc.stdin.write("Profit rose.\n")  # answered once the warm-up is done
+    proc.stdin.flush()
+    next_id = json.loads(proc.stdout.readline())["id"] + 1
+    rows = []
+    for rate in rates:
+        arrival = np.cumsum(np.random.default_rng(0).exponential(1 / rate, len(texts)))
+        latency = np.zeros(len(texts))
+
+        def write(start: float) -> None:
+            for i, text in enumerate(texts):
+                delay = start + arrival[i] - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                proc.stdin.write(text + "\n")
+                proc.stdin.flush()
+
+        start = time.perf_counter()
+        writer = threading.Thread(target=write, args=(start,))
+        writer.start()
+        for i in range(len(texts)):
+            row = json.loads(proc.stdout.readline())
+            assert row["id"] == next_id + i, row
+            latency[i] = time.perf_counter() - start - arrival[i]
+        writer.join()
+        next_id += len(texts)
+        seconds = time.perf_counter() - start
+        rows.append({"server": "infer.py stdin", "offered_per_s": rate, "requests": len(texts),
+                     "seconds": round(seconds, 3),
+                     "served_per_s": round(len(texts) / seconds, 1), **percentiles(latency),
+                     "mean_batch": None})
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    proc.stdin.close()
+    proc.wait(timeout=600)
+    return rows
 
 
 def main(argv):
@@ -98,12 +149,15 @@ def main(argv):
                 row = {"server": name, **run_load(batcher, texts, rate)}
                 results.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
-    print(f"{'server':12} {'offered/s':>10} {'served/s':>9} {'p50 ms':>8} {'p90 ms':>8} "
+    if FLAGS.feed:
+        results += feed_infer(texts, rates)
+    print(f"{'server':14} {'offered/s':>10} {'served/s':>9} {'p50 ms':>8} {'p90 ms':>8} "
           f"{'p99 ms':>9} {'batch':>6}")
     for r in results:
         offered = "all at once" if r["offered_per_s"] is None else f"{r['offered_per_s']:.0f}"
-        print(f"{r['server']:12} {offered:>10} {r['served_per_s']:9.1f} {r['p50_ms']:8.2f} "
-              f"{r['p90_ms']:8.2f} {r['p99_ms']:9.2f} {r['mean_batch']:6.2f}")
+        batch = "" if r["mean_batch"] is None else f"{r['mean_batch']:.2f}"
+        print(f"{r['server']:14} {offered:>10} {r['served_per_s']:9.1f} {r['p50_ms']:8.2f} "
+              f"{r['p90_ms']:8.2f} {r['p99_ms']:9.2f} {batch:>6}")
     if FLAGS.output:
         meta = {"checkpoint": FLAGS.checkpoint, "engine": FLAGS.engine,
                 "max_batch": FLAGS.max_batch, "max_wait_ms": FLAGS.max_wait_ms,
