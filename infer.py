@@ -54,9 +54,8 @@ flags.DEFINE_integer("patience", None, "Patience policy: unchanged layers (defau
 flags.DEFINE_integer("layer", None, "Static policy: exit layer (default: the checkpoint's).")
 flags.DEFINE_boolean("trace", False, "Add every computed layer's probabilities.")
 flags.DEFINE_boolean("warm_up", False, "Compile the programs of every length bucket and batch of "
-                     "up to --batch_size texts first, so that a live feed does not stall on a "
-                     "compilation when a batch of a new size arrives (larger bursts still compile "
-                     "once).")
+                     "up to --batch_size texts first, so that a live feed (stdin, whose batches "
+                     "hold at most --batch_size texts) never stalls on a compilation.")
 FLAGS = flags.FLAGS
 
 

@@ -211,6 +211,19 @@ def test_live_stream_answers_before_the_source_goes_on(trained):
     assert first + list(rows) == predictor.predict(TEXTS[:4])
 
 
+def test_live_batches_stay_within_the_warmed_sizes(trained, monkeypatch):
+    """A burst on a live feed must not meet a program of a new size (a compilation stall): live
+    batches hold at most batch_size texts, whatever chunk is."""
+    predictor = Predictor.from_workdir(trained[0], batch_size=4)
+    sizes = []
+    flush = predictor._flush
+    monkeypatch.setattr(predictor, "_flush", lambda batch, trace: sizes.append(len(batch))
+                        or flush(batch, trace))
+    texts = TEXTS * 10
+    assert list(predictor.stream(iter(texts), chunk=1000, live=True)) == predictor.predict(texts)
+    assert sum(sizes) == len(texts) and max(sizes) <= 4
+
+
 def test_batches():
     assert list(fixed_batches(range(7), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
     live = list(ready_batches(iter(range(1000)), 64))
