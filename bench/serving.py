@@ -43,44 +43,55 @@ flags.DEFINE_string("output", None, "Also write the results as JSON here.")
 FLAGS = flags.FLAGS
 
 
-def run_load(batcher, texts: list[str], rate: float | None, seed: int = 0) -> dict:
-    """Submits ``texts`` at Poisson instants of ``rate`` per second (None: all at once) and
-    returns latency percentiles (ms) and the achieved throughput."""
-    gaps = (np.zeros(len(texts)) if rate is None
-            else np.random.default_rng(seed).exponential(1 / rate, len(texts)))
-    arrival = np.cumsum(gaps)
+def arrivals(count: int, rate: float | None, seed: int = 0) -> np.ndarray:
+    """Seconds after the start at which each request arrives: Poisson at ``rate`` per second
+    (None: all at once)."""
+    if rate is None:
+        return np.zeros(count)
+    return np.cumsum(np.random.default_rng(seed).exponential(1 / rate, count))
+
+
+def send_on_schedule(texts: list[str], arrival: np.ndarray, start: float, send) -> None:
+    for i, text in enumerate(texts):
+        delay = start + arrival[i] - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        send(i, text)
+
+
+def load_row(server: str, rate: float | None, latency: np.ndarray, seconds: float,
+             batches: int | None) -> dict:
+    """One table row: latency percentiles (ms) and the achieved throughput."""
+    count = len(latency)
+    return {"server": server, "offered_per_s": rate, "requests": count,
+            "seconds": round(seconds, 3), "served_per_s": round(count / seconds, 1),
+            **{f"p{q}_ms": round(1e3 * float(np.percentile(latency, q)), 2) for q in (50, 90, 99)},
+            "mean_batch": None if batches is None else round(count / max(batches, 1), 2)}
+
+
+def run_load(server: str, batcher, texts: list[str], rate: float | None) -> dict:
+    """Submits ``texts`` to ``batcher`` at the ``arrivals`` of ``rate``."""
+    arrival = arrivals(len(texts), rate)
     latency = np.zeros(len(texts))
     done = threading.Semaphore(0)
     batches_before = batcher.batches
     start = time.perf_counter()
 
-    def finished(i: int):
+    def submit(i: int, text: str) -> None:
         def record(_):
             latency[i] = time.perf_counter() - start - arrival[i]
             done.release()
-        return record
+        batcher.submit(text).add_done_callback(record)
 
-    for i, text in enumerate(texts):
-        delay = start + arrival[i] - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        batcher.submit(text).add_done_callback(finished(i))
+    send_on_schedule(texts, arrival, start, submit)
     for _ in texts:
         done.acquire()
-    seconds = time.perf_counter() - start
-    batches = batcher.batches - batches_before
-    return {"offered_per_s": rate, "requests": len(texts), "seconds": round(seconds, 3),
-            "served_per_s": round(len(texts) / seconds, 1),
-            **percentiles(latency),
-            "mean_batch": round(len(texts) / max(batches, 1), 2)}
-
-
-def percentiles(latency: np.ndarray) -> dict:
-    return {f"p{q}_ms": round(1e3 * float(np.percentile(latency, q)), 2) for q in (50, 90, 99)}
+    return load_row(server, rate, latency, time.perf_counter() - start,
+                    batcher.batches - batches_before)
 
 
 def feed_infer(texts: list[str], rates: list[float]) -> list[dict]:
-    """``infer.py --warm_up`` reading a live feed on stdin: lines written at Poisson instants of
+    """``infer.py --warm_up`` reading a live feed on stdin: lines written at the ``arrivals`` of
     each rate, latency from a line's scheduled arrival to its output row."""
     command = [sys.executable, str(ROOT / "infer.py"), "--checkpoint", FLAGS.checkpoint,
                "--engine", FLAGS.engine, "--batch_size", str(FLAGS.max_batch), "--warm_up"]
@@ -88,24 +99,19 @@ def feed_infer(texts: list[str], rates: list[float]) -> list[dict]:
         command += ["--dtype", FLAGS.dtype]
     proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
-    proc.stdin.write("Profit rose.\n")  # answered once the warm-up is done
-    proc.stdin.flush()
+
+    def write(_: int, text: str) -> None:
+        proc.stdin.write(text + "\n")
+        proc.stdin.flush()
+
+    write(0, "Profit rose.")  # answered once the warm-up is done
     next_id = json.loads(proc.stdout.readline())["id"] + 1
     rows = []
     for rate in rates:
-        arrival = np.cumsum(np.random.default_rng(0).exponential(1 / rate, len(texts)))
+        arrival = arrivals(len(texts), rate)
         latency = np.zeros(len(texts))
-
-        def write(start: float) -> None:
-            for i, text in enumerate(texts):
-                delay = start + arrival[i] - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                proc.stdin.write(text + "\n")
-                proc.stdin.flush()
-
         start = time.perf_counter()
-        writer = threading.Thread(target=write, args=(start,))
+        writer = threading.Thread(target=send_on_schedule, args=(texts, arrival, start, write))
         writer.start()
         for i in range(len(texts)):
             row = json.loads(proc.stdout.readline())
@@ -113,11 +119,7 @@ def feed_infer(texts: list[str], rates: list[float]) -> list[dict]:
             latency[i] = time.perf_counter() - start - arrival[i]
         writer.join()
         next_id += len(texts)
-        seconds = time.perf_counter() - start
-        rows.append({"server": "infer.py stdin", "offered_per_s": rate, "requests": len(texts),
-                     "seconds": round(seconds, 3),
-                     "served_per_s": round(len(texts) / seconds, 1), **percentiles(latency),
-                     "mean_batch": None})
+        rows.append(load_row("infer.py stdin", rate, latency, time.perf_counter() - start, None))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     proc.stdin.close()
     proc.wait(timeout=600)
@@ -144,9 +146,9 @@ def main(argv):
     for name, max_batch in (("batcher", FLAGS.max_batch), ("no batching", 1)):
         with Batcher(predictor, max_batch=max_batch, max_wait_ms=FLAGS.max_wait_ms) as batcher:
             batcher.warm_up()
-            run_load(batcher, texts[:200], None)  # first calls of each program, off the clock
+            run_load(name, batcher, texts[:200], None)  # first calls of each program, unrecorded
             for rate in rates + [None]:
-                row = {"server": name, **run_load(batcher, texts, rate)}
+                row = run_load(name, batcher, texts, rate)
                 results.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
     if FLAGS.feed:

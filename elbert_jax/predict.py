@@ -97,7 +97,7 @@ class Predictor:
         arrives. One engine call per bucket and power of two of rows."""
         rows = self.batch_size if rows is None else rows
         engine = self.engine_for(trace)
-        sizes = sorted({1 << k for k in range(rows.bit_length()) if 1 << k <= rows} | {rows})
+        sizes = sorted({1 << k for k in range(rows.bit_length())} | {rows})
         for width in sorted({min(b, self.max_length) for b in self.buckets}):
             for n in sizes:
                 ids = np.ones((n, width), np.int32)
@@ -205,10 +205,24 @@ class _End(NamedTuple):
     error: Exception | None
 
 
+def take_ready(ready: queue.Queue | queue.SimpleQueue, size: int, wait: float = 0.0) -> list:
+    """The next item of ``ready`` (waiting for it), then whatever else arrives within ``wait``
+    seconds, up to ``size`` items: a batch that never waits once it holds something (wait 0)."""
+    batch = [ready.get()]
+    deadline = time.monotonic() + wait
+    while len(batch) < size:
+        remaining = deadline - time.monotonic()
+        try:
+            batch.append(ready.get(timeout=remaining) if remaining > 0 else ready.get_nowait())
+        except queue.Empty:
+            break
+    return batch
+
+
 def ready_batches(items: Iterable[Any], size: int) -> Iterator[list]:
-    """Batches of whatever a reader thread has fetched from ``items``: at least one item, at most
-    ``size``, never waiting for more once one is there. The reader stays at most ``size`` items
-    ahead (memory stays flat) and stops when the consumer does."""
+    """Batches of whatever a reader thread has fetched from ``items`` (``take_ready``): at least
+    one item, at most ``size``. The reader stays at most ``size`` items ahead (memory stays flat)
+    and stops when the consumer does."""
     ready: queue.Queue = queue.Queue(maxsize=size)
     stop = threading.Event()
 
@@ -234,21 +248,15 @@ def ready_batches(items: Iterable[Any], size: int) -> Iterator[list]:
     threading.Thread(target=read, name="elbert_jax-reader", daemon=True).start()
     try:
         while True:
-            batch = [ready.get()]
-            while len(batch) < size:
-                try:
-                    batch.append(ready.get_nowait())
-                except queue.Empty:
-                    break
-            end = next((i for i, item in enumerate(batch) if isinstance(item, _End)), None)
-            if end is None:
+            batch = take_ready(ready, size)
+            if not isinstance(batch[-1], _End):  # the reader's last item ends a batch
                 yield batch
                 continue
-            error = batch[end].error
-            if error is not None:
-                raise SourceError(batch[:end]) from error
-            if end:
-                yield batch[:end]
+            end = batch.pop()
+            if end.error is not None:
+                raise SourceError(batch) from end.error
+            if batch:
+                yield batch
             return
     finally:
         stop.set()

@@ -15,12 +15,11 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-import time
 from concurrent.futures import Future
 from typing import Any, NamedTuple
 
 from elbert_jax import exits
-from elbert_jax.predict import Predictor
+from elbert_jax.predict import Predictor, take_ready
 
 
 class _Request(NamedTuple):
@@ -59,9 +58,10 @@ class Batcher:
 
     def submit(self, text: str, threshold: float | None = None, pair: str | None = None
                ) -> Future:
-        for name, value in (("text", text), ("pair", pair)):
-            if not isinstance(value, str) and (name == "text" or value is not None):
-                raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        if pair is not None and not isinstance(pair, str):
+            raise TypeError(f"pair must be a str, got {type(pair).__name__}")
         future: Future = Future()
         with self._lock:
             if self._closed:
@@ -99,24 +99,15 @@ class Batcher:
         self.close()
 
     def _serve(self) -> None:
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is _STOP:
+        while True:  # _STOP is the last item ever queued (close refuses later submits)
+            batch = take_ready(self._queue, self.max_batch, self.max_wait)
+            stop = batch[-1] is _STOP
+            if stop:
+                batch.pop()
+            if batch:
+                self._run(batch)
+            if stop:
                 return
-            batch = [first]
-            deadline = time.monotonic() + self.max_wait
-            while len(batch) < self.max_batch:
-                try:
-                    wait = deadline - time.monotonic()
-                    item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)
-            self._run(batch)
 
     def _run(self, batch: list[_Request]) -> None:
         batch = [r for r in batch if r.future.set_running_or_notify_cancel()]  # drop cancelled
