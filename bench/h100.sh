@@ -10,6 +10,8 @@
 #   bash bench/h100.sh ab        # full depth, batch 1024: the code in .ab/old (an earlier commit's
 #                                # tree) against this one, and this one without Triton gemms; then
 #                                # the fastest of them profiled and run through the engine table
+#   bash bench/h100.sh ab_engines # refill and compact, batch 64 and 1024: the code in .ab/old
+#                                # against this one, each in its own process
 #   bash bench/h100.sh bert      # the engines on bert-base's shape (12 unshared layers: refill by
 #                                # depth groups against compact)
 #   bash bench/h100.sh minilm    # MiniLM on PhraseBank 50Agree (mean pooling, CWB N=4 tau 0.75),
@@ -39,6 +41,14 @@ engines)
   timeout $LIMIT $PY bench/engines.py --device gpu --dtype bfloat16 --batch_sizes 1,64,1024 \
     --texts 16384 --small_batch_texts 256 --reps 5 --attention cudnn --torch_peer \
     --output "$OUT/h100_engines.json" 2>&1 | grep -v "^I1\|^W1" | tee "$OUT/h100_engines.log" ;;
+ab_engines)
+  for tree in .ab/old .; do
+    echo "== $tree"
+    timeout ${AB_LIMIT:-120} $PY $tree/bench/engines.py --device gpu --dtype bfloat16 \
+      --batch_sizes 64,1024 --engines compact,refill --texts 16384 --reps 5 --attention cudnn \
+      --output "$OUT/ab_engines_$([ $tree = . ] && echo new || echo old).json" 2>&1 \
+      | grep -v "^I1\|^W1\|^{"
+  done ;;
 bert)
   timeout $LIMIT $PY bench/engines.py --device gpu --dtype bfloat16 --model_type bert \
     --batch_sizes 64,1024 --texts 16384 --reps 3 --attention cudnn \
