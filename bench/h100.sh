@@ -12,6 +12,8 @@
 #                                # the fastest of them profiled and run through the engine table
 #   bash bench/h100.sh ab_engines # refill and compact, batch 64 and 1024: the code in .ab/old
 #                                # against this one, each in its own process
+#   bash bench/h100.sh attention # attention kernels at [1024, 64, 12, 64]: the model's cuDNN call
+#                                # (boolean mask) against cuDNN with key lengths, XLA, torch SDPA
 #   bash bench/h100.sh bert      # the engines on bert-base's shape (12 unshared layers: refill by
 #                                # depth groups against compact)
 #   bash bench/h100.sh minilm    # MiniLM on PhraseBank 50Agree (mean pooling, CWB N=4 tau 0.75),
@@ -49,6 +51,9 @@ ab_engines)
       --output "$OUT/ab_engines_$([ $tree = . ] && echo new || echo old).json" 2>&1 \
       | grep -v "^I1\|^W1\|^{"
   done ;;
+attention)
+  timeout 120 $PY bench/attention.py --device gpu --output "$OUT/h100_attention.json" 2>&1 \
+    | grep -v "^I1\|^W1" | tee "$OUT/h100_attention.log" ;;
 bert)
   timeout $LIMIT $PY bench/engines.py --device gpu --dtype bfloat16 --model_type bert \
     --batch_sizes 64,1024 --texts 16384 --reps 3 --attention cudnn \

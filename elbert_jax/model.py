@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -257,18 +258,9 @@ class TransformerLayer(nn.Module):
 
         q, k, v = map(split, _projections(cfg, x, ("query", "key", "value")))
         dropout = bool(cfg.attention_probs_dropout_prob) and not deterministic
-        if _fused_attention(cfg, head_dim) and not dropout:
-            # One cuDNN kernel: float32 scores and softmax inside, never written to memory.
-            full_mask = jnp.broadcast_to(mask, (batch, 1, seq_len, seq_len))  # cuDNN's bias shape
-            context = jax.nn.dot_product_attention(q, k, v, mask=full_mask, implementation="cudnn")
-        else:
-            # Scores and softmax in float32 whatever the compute dtype: bf16 logits lose the ranking.
-            scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-            scores = scores / jnp.sqrt(jnp.float32(head_dim))
-            scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-            probs = jax.nn.softmax(scores, axis=-1).astype(cfg.compute_dtype)
-            probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
-            context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+        drop = nn.Dropout(cfg.attention_probs_dropout_prob)
+        context = attend(q, k, v, mask, _fused_attention(cfg, head_dim) and not dropout,
+                         lambda probs: drop(probs, deterministic=deterministic))
         context = context.reshape(batch, seq_len, hidden)
         attn = _dense(cfg, hidden, "attention_output")(context)
         attn = nn.Dropout(cfg.hidden_dropout_prob)(attn, deterministic=deterministic)
@@ -277,6 +269,23 @@ class TransformerLayer(nn.Module):
         h = _dense(cfg, hidden, "ffn_output")(h)
         h = nn.Dropout(cfg.hidden_dropout_prob)(h, deterministic=deterministic)
         return _layer_norm(cfg, "output_layer_norm")(x + h)
+
+
+def attend(q: Array, k: Array, v: Array, key_mask: Array, fused: bool,
+           dropout: Callable[[Array], Array] = lambda probs: probs) -> Array:
+    """Context [B, S, N, D] of queries, keys and values [B, S, N, D] under a [B, 1, 1, S] boolean
+    key mask: one cuDNN kernel when ``fused`` (float32 scores and softmax inside, never written
+    to memory), else XLA ops with the scores and softmax in float32 whatever the compute dtype
+    (bf16 logits lose the ranking), ``dropout`` applied to the probabilities."""
+    batch, seq_len, _, head_dim = q.shape
+    if fused:
+        full_mask = jnp.broadcast_to(key_mask, (batch, 1, seq_len, seq_len))  # cuDNN's bias shape
+        return jax.nn.dot_product_attention(q, k, v, mask=full_mask, implementation="cudnn")
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    scores = scores / jnp.sqrt(jnp.float32(head_dim))
+    scores = jnp.where(key_mask, scores, jnp.finfo(jnp.float32).min)
+    probs = dropout(jax.nn.softmax(scores, axis=-1).astype(q.dtype))
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
 
 
 def _fused_attention(config: EncoderConfig, head_dim: int) -> bool:
