@@ -5,8 +5,9 @@ The H200 profile of the refill loop (docs/benchmarks.md, 2026-11-28) put cuDNN's
 device time. This times, in one process and on the same random right-padded rows, the model's
 own attention (`elbert_jax.model.attend`, both kinds) against what could replace it: cuDNN fed
 key lengths instead of a boolean mask (no bias tensor), `jax.nn.dot_product_attention`'s XLA
-path with key lengths, and torch's `scaled_dot_product_attention` (whichever back end torch
-picks). Every output is checked against a float64 reference on the host.
+path with key lengths, Pallas' Triton flash attention (padding as segment ids) and torch's
+`scaled_dot_product_attention` (whichever back end torch picks). Every output is checked against
+a float64 reference on the host, over the valid query rows.
 
 COMMAND (GPU): python bench/attention.py --device gpu
 COMMAND (CPU smoke test, seconds): python bench/attention.py --batch 4 --seq 16 --heads 2 \
@@ -80,6 +81,7 @@ def median_ms(call: Callable[[], object], sync: Callable[[object], None]) -> flo
 def jax_variants(q, k, v, lengths) -> list[tuple[str, Callable]]:
     import jax
     import jax.numpy as jnp
+    from jax.experimental.pallas.ops.gpu import attention as pallas_gpu
 
     from elbert_jax.model import attend
 
@@ -87,6 +89,11 @@ def jax_variants(q, k, v, lengths) -> list[tuple[str, Callable]]:
     variants = [("model: xla (float32 scores)", lambda q, k, v, m, n: attend(q, k, v, m, False)),
                 ("jax xla path, key lengths", lambda q, k, v, m, n: jax.nn.dot_product_attention(
                     q, k, v, key_value_seq_lengths=n, implementation="xla"))]
+    block = min(64, FLAGS.seq)  # Pallas' Triton flash attention; on the CPU interpreted
+    variants.append(("pallas triton (segment ids)", lambda q, k, v, m, n: pallas_gpu.mha(
+        q, k, v, (jnp.arange(q.shape[1])[None, :] < n[:, None]).astype(jnp.int32),
+        sm_scale=q.shape[-1] ** -0.5, block_sizes=pallas_gpu.BlockSizes(block_q=block, block_k=block),
+        interpret=not gpu)))
     if gpu:
         variants = [("model: cudnn (boolean mask)", lambda q, k, v, m, n: attend(q, k, v, m, True)),
                     ("cudnn, key lengths", lambda q, k, v, m, n: jax.nn.dot_product_attention(
@@ -147,6 +154,7 @@ def main(argv):
         jax.config.update("jax_platforms", "cpu")
     q, k, v, lengths = inputs()
     want = reference(q, k, v, lengths)
+    valid = np.arange(FLAGS.seq)[None, :] < lengths[:, None]  # [B, S] query rows that count
     variants = jax_variants(q, k, v, lengths)
     if FLAGS.torch:
         variants += torch_variants(q, k, v, lengths)
@@ -163,7 +171,9 @@ def main(argv):
             results.append({"attention": name, "failed": f"{type(err).__name__}: {err}"[:500]})
             print(f"{name:32s} failed: {results[-1]['failed'][:200]}")
             continue
-        error = float(np.linalg.norm(got - want) / np.linalg.norm(want))
+        # valid query rows only: what a padded query sees is never read (the Pallas kernel lets
+        # it attend to the other padding, the rest to the valid keys)
+        error = float(np.linalg.norm((got - want)[valid]) / np.linalg.norm(want[valid]))
         results.append({"attention": name, "ms_per_call": ms, "gb_per_s": moved / ms / 1e6,
                         "tflop_per_s": flops / ms / 1e9, "relative_error": error})
         print(f"{name:32s} {ms:9.4f} {moved / ms / 1e6:8.1f} {flops / ms / 1e9:8.2f} {error:10.2e}")

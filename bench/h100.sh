@@ -13,7 +13,7 @@
 #   bash bench/h100.sh ab_engines # refill and compact, batch 64 and 1024: the code in .ab/old
 #                                # against this one, each in its own process
 #   bash bench/h100.sh attention # attention kernels at [1024, 64, 12, 64]: the model's cuDNN call
-#                                # (boolean mask) against cuDNN with key lengths, XLA, torch SDPA
+#                                # (boolean mask) against cuDNN with key lengths, XLA, Pallas, torch
 #   bash bench/h100.sh bert      # the engines on bert-base's shape (12 unshared layers: refill by
 #                                # depth groups against compact)
 #   bash bench/h100.sh minilm    # MiniLM on PhraseBank 50Agree (mean pooling, CWB N=4 tau 0.75),

@@ -18,8 +18,10 @@ def test_attention_variants_match_the_reference(tmp_path):
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     results = {row["attention"]: row for row in json.loads(out.read_text())["results"]}
-    # the CPU runs the model's XLA attention and jax's key-length path (cuDNN needs a GPU)
-    assert {"model: xla (float32 scores)", "jax xla path, key lengths"} <= set(results)
+    # the CPU runs the model's XLA attention, jax's key-length path and the Pallas kernel
+    # interpreted (cuDNN needs a GPU)
+    assert {"model: xla (float32 scores)", "jax xla path, key lengths",
+            "pallas triton (segment ids)"} <= set(results)
     for row in results.values():
         assert "failed" not in row, row
         assert row["relative_error"] < 1e-5, row
