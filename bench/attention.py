@@ -3,10 +3,11 @@
 The H200 profile of the refill loop (docs/benchmarks.md, 2026-11-28) put cuDNN's attention at
 0.39 ms per layer call on [1024, 12, 64, 64], about 4x its memory floor, and 19% of the loop's
 device time. This times, in one process and on the same random right-padded rows, the model's
-own attention (`elbert_jax.model.attend`, both kinds) against what could replace it: cuDNN fed
-key lengths instead of a boolean mask (no bias tensor), `jax.nn.dot_product_attention`'s XLA
-path with key lengths, Pallas' Triton flash attention (padding as segment ids) and torch's
-`scaled_dot_product_attention` (whichever back end torch picks). Every output is checked against
+attention kernels (`elbert_jax.model.attend`: `EncoderConfig.attention`): `cudnn` (its boolean
+mask becomes a bias tensor) against the candidates `cudnn_lengths` (the mask as key lengths) and
+`pallas` (Pallas' Triton flash attention, the mask as segment ids), and `xla`; then
+`jax.nn.dot_product_attention`'s own XLA path and torch's `scaled_dot_product_attention`
+(whichever back end torch picks). Every output is checked against
 a float64 reference on the host, over the valid query rows.
 
 COMMAND (GPU): python bench/attention.py --device gpu
@@ -81,23 +82,17 @@ def median_ms(call: Callable[[], object], sync: Callable[[object], None]) -> flo
 def jax_variants(q, k, v, lengths) -> list[tuple[str, Callable]]:
     import jax
     import jax.numpy as jnp
-    from jax.experimental.pallas.ops.gpu import attention as pallas_gpu
 
     from elbert_jax.model import attend
 
     gpu = FLAGS.device == "gpu"
-    variants = [("model: xla (float32 scores)", lambda q, k, v, m, n: attend(q, k, v, m, False)),
-                ("jax xla path, key lengths", lambda q, k, v, m, n: jax.nn.dot_product_attention(
-                    q, k, v, key_value_seq_lengths=n, implementation="xla"))]
-    block = min(64, FLAGS.seq)  # Pallas' Triton flash attention; on the CPU interpreted
-    variants.append(("pallas triton (segment ids)", lambda q, k, v, m, n: pallas_gpu.mha(
-        q, k, v, (jnp.arange(q.shape[1])[None, :] < n[:, None]).astype(jnp.int32),
-        sm_scale=q.shape[-1] ** -0.5, block_sizes=pallas_gpu.BlockSizes(block_q=block, block_k=block),
-        interpret=not gpu)))
-    if gpu:
-        variants = [("model: cudnn (boolean mask)", lambda q, k, v, m, n: attend(q, k, v, m, True)),
-                    ("cudnn, key lengths", lambda q, k, v, m, n: jax.nn.dot_product_attention(
-                        q, k, v, key_value_seq_lengths=n, implementation="cudnn"))] + variants
+    # the model's kernels (EncoderConfig.attention); cuDNN's need a GPU, Pallas' is interpreted
+    # off it
+    kernels = ("cudnn", "cudnn_lengths", "xla", "pallas") if gpu else ("xla", "pallas")
+    variants = [(f"model: {kernel}", lambda q, k, v, m, n, kernel=kernel: attend(q, k, v, m, kernel))
+                for kernel in kernels]
+    variants.append(("jax xla path, key lengths", lambda q, k, v, m, n: jax.nn.dot_product_attention(
+        q, k, v, key_value_seq_lengths=n, implementation="xla")))
     dtype = jnp.dtype(FLAGS.dtype)
     device = jax.devices("gpu" if gpu else "cpu")[0]
     args = [jax.device_put(jnp.asarray(x, dtype), device) for x in (q, k, v)]

@@ -48,8 +48,9 @@ flags.DEFINE_float("mean_depth", 4.0, "Mean planned exit depth (synthetic; L = 1
 flags.DEFINE_enum("profile", "uniform", ["uniform", "constant"],
                   "Planned depths: uniform on [1, 2 * mean - 1], or all at the mean.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
-flags.DEFINE_string("attention", "xla", "Attention kernels to compare (comma-separated: xla, cudnn, "
-                    "auto); the first also runs the engines and peers.")
+flags.DEFINE_string("attention", "xla", "Attention kernels to compare (comma-separated "
+                    "EncoderConfig.attention values: xla, cudnn, cudnn_lengths, pallas, auto); the "
+                    "first also runs the engines and peers.")
 flags.DEFINE_string("fuse_qkv", "false", "EncoderConfig.fuse_qkv settings to compare (comma-separated "
                     "true/false), each with every --attention kernel.")
 flags.DEFINE_integer("reps", 3, "Timed passes per measurement (median reported).")

@@ -13,7 +13,8 @@
 #   bash bench/h100.sh ab_engines # refill and compact, batch 64 and 1024: the code in .ab/old
 #                                # against this one, each in its own process
 #   bash bench/h100.sh attention # attention kernels at [1024, 64, 12, 64]: the model's cuDNN call
-#                                # (boolean mask) against cuDNN with key lengths, XLA, Pallas, torch
+#                                # (boolean mask) against cuDNN with key lengths, XLA, Pallas, torch;
+#                                # then full depth (batch 64, 1024) through each of the model's kernels
 #   bash bench/h100.sh bert      # the engines on bert-base's shape (12 unshared layers: refill by
 #                                # depth groups against compact)
 #   bash bench/h100.sh minilm    # MiniLM on PhraseBank 50Agree (mean pooling, CWB N=4 tau 0.75),
@@ -51,9 +52,12 @@ ab_engines)
       --output "$OUT/ab_engines_$([ $tree = . ] && echo new || echo old).json" 2>&1 \
       | grep -v "^I1\|^W1\|^{"
   done ;;
-attention)
+attention)  # the kernel alone, then full depth through each kernel (same weights, one process)
   timeout 120 $PY bench/attention.py --device gpu --output "$OUT/h100_attention.json" 2>&1 \
-    | grep -v "^I1\|^W1" | tee "$OUT/h100_attention.log" ;;
+    | grep -v "^I1\|^W1" | tee "$OUT/h100_attention.log"
+  timeout $LIMIT $PY bench/engines.py --device gpu --dtype bfloat16 --batch_sizes 64,1024 \
+    --engines "" --attention cudnn,cudnn_lengths,pallas,xla --texts 16384 --reps 5 \
+    --output "$OUT/h100_attention_full_depth.json" 2>&1 | grep -v "^I1\|^W1\|^{" ;;
 bert)
   timeout $LIMIT $PY bench/engines.py --device gpu --dtype bfloat16 --model_type bert \
     --batch_sizes 64,1024 --texts 16384 --reps 3 --attention cudnn \

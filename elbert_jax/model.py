@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -37,7 +38,7 @@ ACTIVATIONS = {
 }
 DTYPES = ("float32", "bfloat16", "float16")
 POOLINGS = ("cls", "mean")
-ATTENTIONS = ("auto", "xla", "cudnn")
+ATTENTIONS = ("auto", "xla", "cudnn", "cudnn_lengths", "pallas")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +52,11 @@ class EncoderConfig:
     sentence-transformers checkpoints such as all-MiniLM-L6-v2 whose [CLS] state carries almost no
     input information below the last layer (docs/results.md). ``attention`` picks the kernel:
     ``xla`` (scores and softmax in float32, any device), ``cudnn`` (cuDNN's fused flash attention;
-    GPU, bfloat16/float16 only) or ``auto`` (cuDNN where it applies, else XLA). ``fuse_qkv`` runs
+    GPU, bfloat16/float16 only) or ``auto`` (cuDNN where it applies, else XLA); two candidates for
+    the cuDNN kernel's ~4x gap to its memory floor at sequence length 64 (docs/benchmarks.md), not
+    yet timed on a GPU: ``cudnn_lengths`` (the mask as key lengths, no bias tensor; right-padded
+    masks only, which every elbert_jax pipeline makes) and ``pallas`` (Pallas' Triton flash
+    attention, the mask as segment ids; interpreted off the GPU). ``fuse_qkv`` runs
     the query, key and value projections as one matrix product over their concatenated weights (one
     read of the input instead of three); the parameters stay three ``Dense`` layers either way. On
     the H100 it paid only with Triton gemms; with the cuBLAS epilogues that ``parallel.configure_xla``
@@ -121,8 +126,8 @@ class EncoderConfig:
             errors.append(f"fuse_qkv={self.fuse_qkv!r} must be a bool")
         if self.attention not in ATTENTIONS:
             errors.append(f"attention={self.attention!r} is not one of {ATTENTIONS}")
-        elif self.attention == "cudnn" and self.dtype == "float32":
-            errors.append("attention='cudnn' needs dtype bfloat16 or float16")
+        elif self.attention.startswith("cudnn") and self.dtype == "float32":
+            errors.append(f"attention={self.attention!r} needs dtype bfloat16 or float16")
         if errors:
             raise ValueError("invalid EncoderConfig: " + "; ".join(errors))
 
@@ -259,7 +264,7 @@ class TransformerLayer(nn.Module):
         q, k, v = map(split, _projections(cfg, x, ("query", "key", "value")))
         dropout = bool(cfg.attention_probs_dropout_prob) and not deterministic
         drop = nn.Dropout(cfg.attention_probs_dropout_prob)
-        context = attend(q, k, v, mask, _fused_attention(cfg, head_dim) and not dropout,
+        context = attend(q, k, v, mask, "xla" if dropout else _attention_kernel(cfg, head_dim),
                          lambda probs: drop(probs, deterministic=deterministic))
         context = context.reshape(batch, seq_len, hidden)
         attn = _dense(cfg, hidden, "attention_output")(context)
@@ -271,16 +276,36 @@ class TransformerLayer(nn.Module):
         return _layer_norm(cfg, "output_layer_norm")(x + h)
 
 
-def attend(q: Array, k: Array, v: Array, key_mask: Array, fused: bool,
+def attend(q: Array, k: Array, v: Array, key_mask: Array, kernel: str = "xla",
            dropout: Callable[[Array], Array] = lambda probs: probs) -> Array:
     """Context [B, S, N, D] of queries, keys and values [B, S, N, D] under a [B, 1, 1, S] boolean
-    key mask: one cuDNN kernel when ``fused`` (float32 scores and softmax inside, never written
-    to memory), else XLA ops with the scores and softmax in float32 whatever the compute dtype
-    (bf16 logits lose the ranking), ``dropout`` applied to the probabilities."""
+    key mask, by ``kernel`` (``EncoderConfig.attention`` less ``auto``): ``xla`` computes the
+    scores and softmax in float32 whatever the compute dtype (bf16 logits lose the ranking) and
+    applies ``dropout`` to the probabilities; the others are one fused kernel each, with float32
+    scores inside that never reach memory. Every kernel gives the same context at the unmasked
+    query positions; at masked ones (which no later step reads) ``pallas`` attends to the other
+    masked keys."""
     batch, seq_len, _, head_dim = q.shape
-    if fused:
+    if kernel == "cudnn":
         full_mask = jnp.broadcast_to(key_mask, (batch, 1, seq_len, seq_len))  # cuDNN's bias shape
         return jax.nn.dot_product_attention(q, k, v, mask=full_mask, implementation="cudnn")
+    if kernel == "cudnn_lengths":  # right padding: the first `lengths` keys are the valid ones
+        lengths = key_mask.reshape(batch, seq_len).sum(-1, dtype=jnp.int32)
+        return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths,
+                                            implementation="cudnn")
+    if kernel == "pallas":
+        from jax.experimental.pallas.ops.gpu import attention as pallas_gpu
+
+        if seq_len % 16:
+            raise ValueError(f"attention='pallas' needs a sequence length divisible by 16, "
+                             f"got {seq_len}")
+        block = math.gcd(seq_len, 64)
+        segments = key_mask.reshape(batch, seq_len).astype(jnp.int32)
+        return pallas_gpu.mha(q, k, v, segments, sm_scale=head_dim ** -0.5,
+                              block_sizes=pallas_gpu.BlockSizes(block_q=block, block_k=block),
+                              interpret=jax.default_backend() != "gpu")
+    if kernel != "xla":
+        raise ValueError(f"attention kernel {kernel!r} is not one of {ATTENTIONS[1:]}")
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
     scores = scores / jnp.sqrt(jnp.float32(head_dim))
     scores = jnp.where(key_mask, scores, jnp.finfo(jnp.float32).min)
@@ -288,13 +313,15 @@ def attend(q: Array, k: Array, v: Array, key_mask: Array, fused: bool,
     return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
 
 
-def _fused_attention(config: EncoderConfig, head_dim: int) -> bool:
-    """Whether a layer uses cuDNN's fused attention (``attention`` ``cudnn``, or ``auto`` on a GPU
-    with a half-precision dtype and a head size cuDNN takes)."""
+def _attention_kernel(config: EncoderConfig, head_dim: int) -> str:
+    """The kernel a layer uses: ``attention``, with ``auto`` resolved to cuDNN's on a GPU with a
+    half-precision dtype and a head size cuDNN takes, else XLA's."""
     if config.attention != "auto":
-        return config.attention == "cudnn"
-    return (jax.default_backend() == "gpu" and config.dtype != "float32"
-            and head_dim % 8 == 0 and head_dim <= 128)
+        return config.attention
+    if (jax.default_backend() == "gpu" and config.dtype != "float32"
+            and head_dim % 8 == 0 and head_dim <= 128):
+        return "cudnn"
+    return "xla"
 
 
 class _LayerStep(nn.Module):

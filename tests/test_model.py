@@ -145,6 +145,7 @@ def test_gradients_reach_every_parameter():
     (dict(hidden_dropout_prob=1.5), "hidden_dropout_prob"),
     (dict(attention="flash"), "attention"),
     (dict(attention="cudnn"), "cudnn' needs dtype bfloat16"),
+    (dict(attention="cudnn_lengths"), "cudnn_lengths' needs dtype bfloat16"),
     (dict(fuse_qkv=1), "fuse_qkv"),
 ])
 def test_config_validation(changes, message):
@@ -162,6 +163,33 @@ def test_auto_attention_is_the_xla_path_off_gpu():
         logits = {a: ElbertModel(tiny(dtype=dtype, attention=a)).apply({"params": params}, ids, mask)
                   .exit_logits for a in ("xla", "auto")}
         np.testing.assert_array_equal(logits["auto"], logits["xla"])
+
+
+@pytest.mark.parametrize("name", ["albert-shared", "bert"])
+def test_pallas_attention_is_the_same_model(name):
+    # Pallas' flash kernel (interpreted off the GPU) with the mask as segment ids: XLA's exit
+    # logits, and its states at every unmasked position (masked queries attend to the other
+    # masked keys there, which nothing reads), for right padding and for a mask with holes
+    config = CONFIGS[name]
+    params = init_params(config)
+    ids = jnp.array(np.random.default_rng(1).integers(5, 50, (3, 16)), jnp.int32)
+    mask = jnp.array([[1] * 16, [1] * 9 + [0] * 7, [1, 1, 0, 1] + [0] * 12], jnp.int32)
+    out = {a: ElbertModel(config.replace(attention=a)).apply(
+        {"params": params}, ids, mask, output_hidden_states=True) for a in ("xla", "pallas")}
+    np.testing.assert_allclose(out["pallas"].exit_logits, out["xla"].exit_logits, rtol=0,
+                               atol=1e-5)
+    kept = np.asarray(mask, bool)
+    np.testing.assert_allclose(np.asarray(out["pallas"].hidden_states)[:, kept],
+                               np.asarray(out["xla"].hidden_states)[:, kept], rtol=0, atol=1e-5)
+    # the one-layer call the engines make
+    hidden = out["xla"].hidden_states[0]
+    step = {a: ElbertModel(config.replace(attention=a)).apply(
+        {"params": params}, hidden, mask, 1, method="layer") for a in ("xla", "pallas")}
+    np.testing.assert_allclose(np.asarray(step["pallas"])[kept], np.asarray(step["xla"])[kept],
+                               rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="divisible by 16"):
+        ElbertModel(config.replace(attention="pallas")).apply({"params": params}, ids[:, :12],
+                                                              mask[:, :12])
 
 
 @pytest.mark.parametrize("name", CONFIGS)
