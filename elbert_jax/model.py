@@ -56,7 +56,8 @@ class EncoderConfig:
     the cuDNN kernel's ~4x gap to its memory floor at sequence length 64 (docs/benchmarks.md), not
     yet timed on a GPU: ``cudnn_lengths`` (the mask as key lengths, no bias tensor; right-padded
     masks only, which every elbert_jax pipeline makes) and ``pallas`` (Pallas' Triton flash
-    attention, the mask as segment ids; interpreted off the GPU). ``fuse_qkv`` runs
+    attention, the mask as segment ids; interpreted off the GPU, where float32 products may run
+    in TF32). ``fuse_qkv`` runs
     the query, key and value projections as one matrix product over their concatenated weights (one
     read of the input instead of three); the parameters stay three ``Dense`` layers either way. On
     the H100 it paid only with Triton gemms; with the cuBLAS epilogues that ``parallel.configure_xla``
