@@ -7,8 +7,8 @@ attention kernels (`elbert_jax.model.attend`: `EncoderConfig.attention`): `cudnn
 mask becomes a bias tensor) against the candidates `cudnn_lengths` (the mask as key lengths) and
 `pallas` (Pallas' Triton flash attention, the mask as segment ids), and `xla`; then
 `jax.nn.dot_product_attention`'s own XLA path and torch's `scaled_dot_product_attention`
-(whichever back end torch picks). Every output is checked against
-a float64 reference on the host, over the valid query rows.
+(whichever back end torch picks). Every output is checked against a float64 reference on the
+host, over the valid query rows.
 
 COMMAND (GPU): python bench/attention.py --device gpu
 COMMAND (CPU smoke test, seconds): python bench/attention.py --batch 4 --seq 16 --heads 2 \
