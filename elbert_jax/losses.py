@@ -63,17 +63,36 @@ def distillation(exit_logits: Array, example_weight: Array, temperature: float =
     return per_exit.mean() * temperature ** 2
 
 
+def dropout_consistency(exit_logits: Array, example_weight: Array) -> Array:
+    """R-Drop (Liang et al. 2021): [L] mean over rows of 0.5 (KL(p||q) + KL(q||p)) at each exit.
+
+    ``exit_logits`` [L, 2B, K] holds two dropout passes over the same B rows, one after the other;
+    ``example_weight`` [B] (0 for padding rows).
+    """
+    first, second = jnp.split(jax.nn.log_softmax(exit_logits, -1), 2, axis=1)
+    kl = 0.5 * jnp.sum((jnp.exp(first) - jnp.exp(second)) * (first - second), -1)  # [L, B]
+    return (kl * example_weight[None]).sum(1) / jnp.maximum(example_weight.sum(), 1.0)
+
+
 def multi_exit_loss(exit_logits: Array, labels: Array, example_weight: Array, weighting: str,
                     t: Array | None = None, distill_weight: float = 0.0,
-                    distill_temperature: float = 1.0, label_smoothing: float = 0.0
-                    ) -> tuple[Array, dict[str, Array]]:
-    """sum_i w_i CE_i (+ distill_weight * distillation); returns (loss, per-exit CE and weights)."""
+                    distill_temperature: float = 1.0, label_smoothing: float = 0.0,
+                    rdrop: float = 0.0) -> tuple[Array, dict[str, Array]]:
+    """sum_i w_i CE_i (+ distill_weight * distillation); returns (loss, per-exit CE and weights).
+
+    ``rdrop`` > 0: ``exit_logits`` [L, 2B, K] are two dropout passes over the B rows of ``labels``;
+    each exit's CE is the mean of both passes' and gains ``rdrop`` x their symmetric KL.
+    """
     num_layers = exit_logits.shape[0]
     weights = exit_weights(weighting, num_layers, t)
-    per_exit = per_exit_cross_entropy(exit_logits.astype(jnp.float32), labels, example_weight,
-                                      label_smoothing)
-    loss = jnp.sum(weights * per_exit)
+    exit_logits = exit_logits.astype(jnp.float32)
+    penalty = 0.0
+    if rdrop:  # the second pass's rows are the same texts: tile their labels and weights
+        penalty = rdrop * dropout_consistency(exit_logits, example_weight)
+        labels, example_weight = jnp.tile(labels, 2), jnp.tile(example_weight, 2)
+    per_exit = per_exit_cross_entropy(exit_logits, labels, example_weight, label_smoothing)
+    loss = jnp.sum(weights * (per_exit + penalty))
     if distill_weight:
-        loss = loss + distill_weight * distillation(exit_logits.astype(jnp.float32), example_weight,
+        loss = loss + distill_weight * distillation(exit_logits, example_weight,
                                                     distill_temperature)
     return loss, {"per_exit_ce": per_exit, "weights": weights}

@@ -74,6 +74,7 @@ def base_config() -> ml_collections.ConfigDict:
         weighting="dyn", t_lr=1e-2, t_grad_quirk=False,
         distill_weight=0.0, distill_temperature=1.0,
         label_smoothing=0.0,  # > 0: each exit's cross-entropy against (1 - eps) one-hot + eps / K
+        rdrop=0.0,  # > 0: R-Drop, two dropout passes per row, + rdrop x their symmetric KL per exit
         ema_decay=0.0,  # > 0: evaluate, select and save an EMA of the encoder params (Polyak)
         layer_lr_decay=1.0,  # < 1: layer-wise lr decay, lr x decay^(depth below the top group)
         log_every=20, checkpoint_every=0, keep_checkpoints=2, select_metric="accuracy",
@@ -164,6 +165,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          "train.distill_weight must be >= 0"),
         (t.distill_temperature > 0, f"train.distill_temperature={t.distill_temperature} must be > 0"),
         (0 <= t.label_smoothing < 1, f"train.label_smoothing={t.label_smoothing} must be in [0, 1)"),
+        (t.rdrop >= 0, f"train.rdrop={t.rdrop} must be >= 0"),
         (0 <= t.ema_decay < 1, f"train.ema_decay={t.ema_decay} must be in [0, 1)"),
         (0 < t.layer_lr_decay <= 1, f"train.layer_lr_decay={t.layer_lr_decay} must be in (0, 1]"),
         (t.data_parallel in ("auto", "off"), f"train.data_parallel={t.data_parallel!r} is not auto/off"),
@@ -447,12 +449,14 @@ def make_train_step(model: ElbertModel, tx: optax.GradientTransformation,
         key = jax.random.fold_in(base_key, state.step)
 
         def loss_fn(params):
-            out = model.apply({"params": params["model"]}, batch["input_ids"],
-                              batch["attention_mask"], batch["token_type_ids"],
-                              deterministic=False, rngs={"dropout": key})
+            inputs = [batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")]
+            if t.rdrop:  # both dropout passes in one call: every row twice, masks drawn apart
+                inputs = [jnp.concatenate([x, x]) for x in inputs]
+            out = model.apply({"params": params["model"]}, *inputs, deterministic=False,
+                              rngs={"dropout": key})
             return multi_exit_loss(out.exit_logits, batch["labels"], batch["weight"], t.weighting,
                                    params["t"], t.distill_weight, t.distill_temperature,
-                                   t.label_smoothing)
+                                   t.label_smoothing, t.rdrop)
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -603,6 +607,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                     "anyway (use a new --workdir for a new run)", config_path)
     splits = load_splits(config)
     model, params, tokenizer = build_model(config, splits, workdir)
+    rates = [getattr(model.config, f"{k}_dropout_prob") for k in ("hidden", "attention_probs",
+                                                                  "classifier")]
+    if config.train.rdrop and not any(rates):
+        raise ValueError("train.rdrop compares two dropout passes, but the model's dropout rates "
+                         "(hidden, attention, classifier) are all 0")
     _check_resumable(workdir, dataclasses.asdict(model.config), splits.label_names)
     policy = exit_policy(config)
     d, t = config.data, config.train

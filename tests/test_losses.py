@@ -81,3 +81,23 @@ def test_label_smoothing_is_cross_entropy_against_smoothed_targets():
     assert float(smoothed) == pytest.approx(float(ce.sum()), rel=1e-6)
     plain, _ = multi_exit_loss(logits, labels, weight, "equal")
     assert float(plain) != pytest.approx(float(smoothed), rel=1e-3)
+
+
+def test_rdrop_is_the_mean_of_both_passes_plus_their_symmetric_kl():
+    rng = np.random.default_rng(3)
+    first, second = (jnp.asarray(rng.normal(size=(3, 4, 3)), jnp.float32) for _ in range(2))
+    labels, weight = jnp.array([0, 1, 2, 0]), jnp.array([1, 1, 1, 0], jnp.float32)
+    t = init_weight_logits(3)
+    both = jnp.concatenate([first, second], 1)
+    loss, aux = multi_exit_loss(both, labels, weight, "dyn", t, rdrop=2.0)
+    one, _ = multi_exit_loss(first, labels, weight, "dyn", t)
+    two, _ = multi_exit_loss(second, labels, weight, "dyn", t)
+    p, q = jax.nn.softmax(first[:, :3], -1), jax.nn.softmax(second[:, :3], -1)  # real rows only
+    kl = 0.5 * (optax.kl_divergence(jnp.log(q), p) + optax.kl_divergence(jnp.log(p), q)).mean(1)
+    w = exit_weights("dyn", 3, t)
+    assert float(loss) == pytest.approx(0.5 * (float(one) + float(two)) + 2.0 * float(w @ kl),
+                                        rel=1e-5)
+    assert aux["per_exit_ce"].shape == (3,)
+    same, _ = multi_exit_loss(jnp.concatenate([first, first], 1), labels, weight, "dyn", t,
+                              rdrop=2.0)
+    assert float(same) == pytest.approx(float(one), rel=1e-6)  # no disagreement, no penalty

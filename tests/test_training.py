@@ -215,14 +215,16 @@ def test_config_validation_types_and_impossible_values():
     bad = {"train.batch_size": 0, "model.scratch.hidden_size": 31, "data.max_length": 64,
            "data.bad_rows": "ignore", "train.data_parallel": "maybe", "train.log_every": 0,
            "model.classifier_dropout_prob": 1.5, "data.label_names": ["a", "a"],
-           "train.ema_decay": 1.0, "train.layer_lr_decay": 0.0, "train.label_smoothing": 1.0}
+           "train.ema_decay": 1.0, "train.layer_lr_decay": 0.0, "train.label_smoothing": 1.0,
+           "train.rdrop": -1.0}
     with pytest.raises(ValueError) as err:
         training.validate_config(tiny(**bad))
     for expected in ("train batch sizes", "hidden_size=31 is not a multiple of num_attention_heads=2",
                      "data.max_length=64 exceeds model.scratch.max_position_embeddings=32",
                      "data.bad_rows='ignore'", "train.data_parallel='maybe'", "train.log_every=0",
                      "dropout", "data.label_names=['a', 'a']", "train.ema_decay=1.0 must be",
-                     "train.layer_lr_decay=0.0 must be", "train.label_smoothing=1.0 must be"):
+                     "train.layer_lr_decay=0.0 must be", "train.label_smoothing=1.0 must be",
+                     "train.rdrop=-1.0 must be"):
         assert expected in str(err.value)
 
 
@@ -248,13 +250,19 @@ def test_run_settings_do_not_block_a_resume(tmp_path):
 
 
 @pytest.mark.parametrize("changes", [{"train.weighting": "linear", "train.grad_accum": 2,
-                                      "train.label_smoothing": 0.1},
+                                      "train.label_smoothing": 0.1, "train.rdrop": 1.0},
                                      {"train.t_grad_quirk": True, "train.distill_weight": 0.5,
                                       "train.layer_lr_decay": 0.8,
                                       "model.head_per_layer": True, "model.scratch.model_type": "bert"}])
 def test_variants_train(tmp_path, changes):
     result = training.train_and_evaluate(tiny(**{"train.epochs": 1, **changes}), tmp_path)
     assert 0.0 <= result["test"]["accuracy"] <= 1.0
+
+
+def test_rdrop_needs_dropout(tmp_path):
+    with pytest.raises(ValueError, match="rdrop compares two dropout passes"):
+        training.train_and_evaluate(tiny(**{"train.rdrop": 1.0,
+                                            "model.classifier_dropout_prob": 0.0}), tmp_path)
 
 
 def test_report_and_export(trained, tmp_path):
