@@ -35,7 +35,7 @@ import numpy as np
 
 from elbert_jax import exits
 from elbert_jax.data import bucket_for
-from elbert_jax.model import ElbertModel, Params, pool
+from elbert_jax.model import ElbertModel, Params, compute_weights, pool
 
 Array = jax.Array
 ENGINES = ("reference", "full", "masked", "compact", "refill")
@@ -388,6 +388,8 @@ class Engine:
             else:
                 fn = functools.partial(early_exit, self.model, self.policy, levels, refill,
                                        self.trace)
+            cast = functools.partial(compute_weights, self.model.config)
+            fn = (lambda params, *args, f=fn: f(cast(params), *args))  # casts once, not per layer
             if self.mesh is not None:
                 rows = jax.sharding.PartitionSpec(self.mesh.axis_names)
                 local = fn if levels is None else (lambda *a, f=fn: f(*a[:-1], a[-1][0]))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax
@@ -459,6 +459,25 @@ def head_params(config: EncoderConfig, params: Params, layer_index: Array | int)
     if not config.head_per_layer:
         return head
     return jax.tree.map(lambda p: p[layer_index], head)
+
+
+def compute_weights(config: EncoderConfig, params: Params) -> Params:
+    """``params`` with the weights every layer casts to the compute dtype on use (``Dense`` kernels
+    and biases, embedding tables) cast once, up front. Inside an engine's layer loop XLA repeats
+    those casts at every layer call; the outputs are bit-identical either way. LayerNorm
+    parameters stay float32, as the layers read them."""
+    dtype = config.compute_dtype
+    if dtype == jnp.float32:
+        return params
+
+    def walk(tree: Any) -> Any:
+        if not isinstance(tree, Mapping):
+            return tree
+        dense = "kernel" in tree
+        return {k: v.astype(dtype) if k in ("kernel", "embedding") or (dense and k == "bias")
+                else walk(v) for k, v in tree.items()}
+
+    return walk(params)
 
 
 def init_params(config: EncoderConfig, seed: int | Array = 0, seq_len: int = 8) -> Params:

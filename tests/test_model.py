@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from elbert_jax import ElbertModel, EncoderConfig, head_params, init_params, layer_params
+from elbert_jax.model import compute_weights
 
 L, B, S, H, K = 4, 3, 7, 16, 3
 
@@ -220,3 +221,28 @@ def test_init_statistics_follow_transformers():
     kernel = np.asarray(params["encoder"]["groups"]["layers"]["layer"]["ffn"]["kernel"])
     assert abs(kernel.std() - 0.02) < 0.002
     assert np.all(np.asarray(params["encoder"]["groups"]["layers"]["layer"]["ffn"]["bias"]) == 0)
+
+
+@pytest.mark.parametrize("model_type", ["albert", "bert"])
+def test_compute_weights_cast_up_front_changes_no_bit(model_type):
+    """Engines cast the weights a layer would cast anyway once, outside their loops."""
+    cfg = EncoderConfig(model_type=model_type, vocab_size=50, hidden_size=16,
+                        embedding_size=8 if model_type == "albert" else None,
+                        num_hidden_layers=3, num_attention_heads=2, intermediate_size=32,
+                        max_position_embeddings=16, num_labels=3, head_per_layer=True,
+                        dtype="bfloat16")
+    params = init_params(cfg, 0)
+    cast = compute_weights(cfg, params)
+    dtypes = {jax.tree_util.keystr(path): leaf.dtype
+              for path, leaf in jax.tree_util.tree_leaves_with_path(cast)}
+    assert {d for k, d in dtypes.items() if "LayerNorm" in k or "layer_norm" in k} == {
+        jnp.dtype(jnp.float32)}
+    assert {d for k, d in dtypes.items() if k.endswith(("['kernel']", "['embedding']"))} == {
+        jnp.dtype(jnp.bfloat16)}
+    ids = jax.random.randint(jax.random.PRNGKey(1), (4, 12), 0, 50)
+    mask = jnp.ones_like(ids).at[1, 7:].set(0)
+    model = ElbertModel(cfg)
+    want = model.apply({"params": params}, ids, mask).exit_logits
+    got = model.apply({"params": cast}, ids, mask).exit_logits
+    np.testing.assert_array_equal(got, want)
+    assert compute_weights(cfg.replace(dtype="float32"), params) is params
