@@ -9,6 +9,8 @@
 # weights, CWB window 2. Expected (docs/results.md, seeds 0/1/2): final-exit test accuracy
 # 0.842 / 0.846 / 0.818, mean 0.835 (the transformers fine-tuning reference: 0.835). About 13
 # minutes on 2 CPU cores. Results recorded before 2026-11-25 ran at batch 32.
+# --config.train.rdrop=4.0 (R-Drop) tests at 0.848 / 0.850 / 0.826, mean 0.842, but lost on
+# validation (986 against 994 texts of 3 x 387), so it is not the default; ~30 minutes a seed.
 from pathlib import Path
 
 from elbert_jax.training import base_config
