@@ -607,9 +607,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                     "anyway (use a new --workdir for a new run)", config_path)
     splits = load_splits(config)
     model, params, tokenizer = build_model(config, splits, workdir)
-    rates = [getattr(model.config, f"{k}_dropout_prob") for k in ("hidden", "attention_probs",
-                                                                  "classifier")]
-    if config.train.rdrop and not any(rates):
+    m = model.config
+    if config.train.rdrop and not (m.hidden_dropout_prob or m.attention_probs_dropout_prob
+                                   or m.classifier_dropout_prob):
         raise ValueError("train.rdrop compares two dropout passes, but the model's dropout rates "
                          "(hidden, attention, classifier) are all 0")
     _check_resumable(workdir, dataclasses.asdict(model.config), splits.label_names)
