@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU measurements of docs/benchmarks.md and docs/results.md, one stage per device call:
-#   bash bench/h100.sh engines   # early-exit engines vs full depth vs transformers (bf16, cuDNN attention)
+#   bash bench/h100.sh engines   # early-exit engines vs full depth vs transformers (bf16, auto attention)
 #   bash bench/h100.sh probe     # full depth and engines under a few XLA flag settings
 #   bash bench/h100.sh train     # one PhraseBank epoch of albert-base shape: ours vs transformers
 #   bash bench/h100.sh profile   # per-op device time of full depth (batch 1024): ours vs torch.compile,
@@ -42,7 +42,7 @@ for stage in "${@:-engines}"; do
 case "$stage" in
 engines)
   timeout $LIMIT $PY bench/engines.py --device gpu --dtype bfloat16 --batch_sizes 1,64,1024 \
-    --texts 16384 --small_batch_texts 256 --reps 5 --attention cudnn --torch_peer \
+    --texts 16384 --small_batch_texts 256 --reps 5 --attention auto --torch_peer \
     --output "$OUT/h100_engines.json" 2>&1 | grep -v "^I1\|^W1" | tee "$OUT/h100_engines.log" ;;
 ab_engines)
   for tree in .ab/old .; do
@@ -60,7 +60,7 @@ attention)  # the kernel alone, then full depth through each kernel (same weight
     --output "$OUT/h100_attention_full_depth.json" 2>&1 | grep -v "^I1\|^W1\|^{" ;;
 bert)
   timeout $LIMIT $PY bench/engines.py --device gpu --dtype bfloat16 --model_type bert \
-    --batch_sizes 64,1024 --texts 16384 --reps 3 --attention cudnn \
+    --batch_sizes 64,1024 --texts 16384 --reps 3 --attention auto \
     --output "$OUT/h100_engines_bert.json" 2>&1 | grep -v "^I1\|^W1" | tee "$OUT/h100_engines_bert.log" ;;
 probe)  # XLA flags that may cut launch overhead (CUDA graphs around loops) or fuse epilogues
   # (engines.py adds parallel.configure_xla's command buffers to any setting that names none;
@@ -79,12 +79,12 @@ train)
     --dtype bfloat16 --torch_compile --profile_steps 20 --output "$OUT/h100_train_epoch.json" 2>&1 \
     | tee "$OUT/h100_train_epoch.log" ;;
 profile)  # full depth next to torch.compile, then the refill engine's loop (what a step costs
-  # besides its layer: efficiency 0.78 at batch 1024 on 2026-11-27); cuDNN attention, the fastest
+  # besides its layer: efficiency 0.78 at batch 1024 on 2026-11-27); auto attention (Pallas), the fastest
   timeout $LIMIT $PY bench/profile_layer.py --device gpu --dtype bfloat16 --batch 1024 --torch \
-    --attention cudnn --top 30 --output "$OUT/h100_profile.json" 2>&1 | grep -v "^I1\|^W1" \
+    --attention auto --top 30 --output "$OUT/h100_profile.json" 2>&1 | grep -v "^I1\|^W1" \
     | tee "$OUT/h100_profile.log"
   timeout $LIMIT $PY bench/profile_layer.py --device gpu --dtype bfloat16 --batch 1024 \
-    --engine refill --attention cudnn --top 40 --output "$OUT/h100_profile_refill.json" 2>&1 \
+    --engine refill --attention auto --top 40 --output "$OUT/h100_profile_refill.json" 2>&1 \
     | grep -v "^I1\|^W1" | tee "$OUT/h100_profile_refill.log" ;;
 variants)  # full depth only; the peer once, in the first process
   for flags in "" "--xla_gpu_triton_gemm_any=true"; do

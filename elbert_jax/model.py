@@ -51,13 +51,13 @@ class EncoderConfig:
     paper, transformers' *ForSequenceClassification) or the masked mean of the tokens, for
     sentence-transformers checkpoints such as all-MiniLM-L6-v2 whose [CLS] state carries almost no
     input information below the last layer (docs/results.md). ``attention`` picks the kernel:
-    ``xla`` (scores and softmax in float32, any device), ``cudnn`` (cuDNN's fused flash attention;
-    GPU, bfloat16/float16 only) or ``auto`` (cuDNN where it applies, else XLA); two candidates for
-    the cuDNN kernel's ~4x gap to its memory floor at sequence length 64 (docs/benchmarks.md), not
-    yet timed on a GPU: ``cudnn_lengths`` (the mask as key lengths, no bias tensor; right-padded
-    masks only, which every elbert_jax pipeline makes) and ``pallas`` (Pallas' Triton flash
-    attention, the mask as segment ids; interpreted off the GPU, where float32 products may run
-    in TF32). ``fuse_qkv`` runs
+    ``xla`` (scores and softmax in float32, any device), ``cudnn`` (cuDNN's fused flash attention
+    with the mask as a bias; GPU, bfloat16/float16 only), ``cudnn_lengths`` (cuDNN fed key lengths;
+    right-padded masks only, which every elbert_jax pipeline makes), ``pallas`` (Pallas' Triton
+    flash attention, the mask as segment ids; interpreted off the GPU, where float32 products may
+    run in TF32) or ``auto``: on a GPU in half precision ``pallas`` at inference, the fastest on
+    the H200 (docs/benchmarks.md), ``cudnn`` in training and where Pallas' blocks do not fit; XLA
+    elsewhere. ``fuse_qkv`` runs
     the query, key and value projections as one matrix product over their concatenated weights (one
     read of the input instead of three); the parameters stay three ``Dense`` layers either way. On
     the H100 it paid only with Triton gemms; with the cuBLAS epilogues that ``parallel.configure_xla``
@@ -265,7 +265,8 @@ class TransformerLayer(nn.Module):
         q, k, v = map(split, _projections(cfg, x, ("query", "key", "value")))
         dropout = bool(cfg.attention_probs_dropout_prob) and not deterministic
         drop = nn.Dropout(cfg.attention_probs_dropout_prob)
-        context = attend(q, k, v, mask, "xla" if dropout else _attention_kernel(cfg, head_dim),
+        kernel = "xla" if dropout else _attention_kernel(cfg, head_dim, seq_len, deterministic)
+        context = attend(q, k, v, mask, kernel,
                          lambda probs: drop(probs, deterministic=deterministic))
         context = context.reshape(batch, seq_len, hidden)
         attn = _dense(cfg, hidden, "attention_output")(context)
@@ -314,13 +315,21 @@ def attend(q: Array, k: Array, v: Array, key_mask: Array, kernel: str = "xla",
     return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
 
 
-def _attention_kernel(config: EncoderConfig, head_dim: int) -> str:
-    """The kernel a layer uses: ``attention``, with ``auto`` resolved to cuDNN's on a GPU with a
-    half-precision dtype and a head size cuDNN takes, else XLA's."""
+def _attention_kernel(config: EncoderConfig, head_dim: int, seq_len: int,
+                      deterministic: bool = True) -> str:
+    """The kernel a layer uses: ``attention``, with ``auto`` resolved on a GPU with a half-precision
+    dtype to Pallas' flash attention at inference (2.7x cuDNN's kernel and 1.14x its full depth on
+    the H200 at [1024, 64, 12, 64], docs/benchmarks.md) where its Triton blocks fit (a power-of-two
+    head size of 16 to 128, a sequence length divisible by 16), else to cuDNN's (also for training:
+    Pallas' backward pass is not measured) where cuDNN takes the head size; XLA's elsewhere."""
     if config.attention != "auto":
         return config.attention
-    if (jax.default_backend() == "gpu" and config.dtype != "float32"
-            and head_dim % 8 == 0 and head_dim <= 128):
+    if jax.default_backend() != "gpu" or config.dtype == "float32":
+        return "xla"
+    if (deterministic and seq_len % 16 == 0 and 16 <= head_dim <= 128
+            and head_dim & (head_dim - 1) == 0):
+        return "pallas"
+    if head_dim % 8 == 0 and head_dim <= 128:
         return "cudnn"
     return "xla"
 

@@ -56,8 +56,9 @@ class Predictor:
         training config's (the report must be of the current best checkpoint). ``devices``:
         how many of this host's devices share the rows (0: all of them). ``dtype``: the compute
         dtype to serve in (e.g. ``bfloat16`` on a GPU for a model trained in float32);
-        ``attention``: the attention kernel (``EncoderConfig.attention``; ``cudnn`` with
-        ``bfloat16`` was the fastest full depth on an H100, docs/benchmarks.md)."""
+        ``attention``: the attention kernel (``EncoderConfig.attention``; ``auto`` with
+        ``bfloat16`` picks Pallas' flash attention on a GPU, the fastest on the H200,
+        docs/benchmarks.md)."""
         from elbert_jax import training  # the trainer's stack (orbax, ml_collections) only here
 
         model, params, meta = training.restore_best_params(workdir)

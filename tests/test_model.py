@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from elbert_jax import ElbertModel, EncoderConfig, head_params, init_params, layer_params
-from elbert_jax.model import compute_weights
+from elbert_jax.model import _attention_kernel, compute_weights
 
 L, B, S, H, K = 4, 3, 7, 16, 3
 
@@ -154,7 +154,7 @@ def test_config_validation(changes, message):
         tiny(**changes)
 
 
-@pytest.mark.skipif(jax.default_backend() == "gpu", reason="'auto' means cuDNN on a GPU")
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="'auto' means Pallas or cuDNN on a GPU")
 def test_auto_attention_is_the_xla_path_off_gpu():
     # cuDNN's fused kernel needs a GPU (measured there: docs/benchmarks.md); elsewhere 'auto'
     # must be exactly the float32-softmax path, bf16 included
@@ -164,6 +164,24 @@ def test_auto_attention_is_the_xla_path_off_gpu():
         logits = {a: ElbertModel(tiny(dtype=dtype, attention=a)).apply({"params": params}, ids, mask)
                   .exit_logits for a in ("xla", "auto")}
         np.testing.assert_array_equal(logits["auto"], logits["xla"])
+
+
+def test_auto_attention_picks_pallas_for_inference_on_a_gpu(monkeypatch):
+    # the rule, with the backend faked: Pallas where the H200 measured it fastest and its Triton
+    # blocks fit, cuDNN for gradients and other shapes, XLA in float32 and off the GPU
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    bf16 = tiny(dtype="bfloat16", attention="auto")
+    assert _attention_kernel(bf16, 64, 64) == "pallas"
+    assert _attention_kernel(bf16, 32, 48) == "pallas"  # MiniLM's heads, a 48-token bucket
+    assert _attention_kernel(bf16, 64, 64, deterministic=False) == "cudnn"
+    assert _attention_kernel(bf16, 64, 40) == "cudnn"  # length not a multiple of 16
+    assert _attention_kernel(bf16, 96, 64) == "cudnn"  # head size not a power of two
+    assert _attention_kernel(bf16, 8, 64) == "cudnn"  # below Triton's smallest dot
+    assert _attention_kernel(bf16, 12, 64) == "xla"  # not a size cuDNN takes
+    assert _attention_kernel(tiny(dtype="float32", attention="auto"), 64, 64) == "xla"
+    assert _attention_kernel(tiny(dtype="bfloat16", attention="cudnn"), 64, 64) == "cudnn"
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert _attention_kernel(bf16, 64, 64) == "xla"
 
 
 @pytest.mark.parametrize("name", ["albert-shared", "bert"])
