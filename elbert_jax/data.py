@@ -7,7 +7,6 @@ jitted train and eval steps compile a handful of shapes.
 
 from __future__ import annotations
 
-import bisect
 import csv
 import dataclasses
 import io
@@ -380,9 +379,12 @@ def encode(tokenizer: Any, data: TextSet, max_length: int) -> Encoded:
                    enc["truncated"])
 
 
-def bucket_for(length: int, buckets: Sequence[int]) -> int:
-    sizes = sorted(buckets)
-    return sizes[min(bisect.bisect_left(sizes, length), len(sizes) - 1)]
+def bucket_for(length: int | np.ndarray, buckets: Sequence[int]) -> int | np.ndarray:
+    """The smallest bucket holding ``length``, else the largest; for an array of lengths, an
+    array (a stream's 16,384 rows in a Python loop cost ~24 ms of host time per engine call)."""
+    sizes = np.sort(np.asarray(buckets))
+    found = sizes[np.minimum(np.searchsorted(sizes, length), len(sizes) - 1)]
+    return int(found) if np.ndim(length) == 0 else found
 
 
 def _batch(data: Encoded, rows: np.ndarray, batch_size: int, buckets: Sequence[int]) -> dict:

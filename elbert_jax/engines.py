@@ -459,7 +459,7 @@ class Engine:
         if self.kind != "refill":
             return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         # one queue per sequence bucket (rows of a queue share a width), split at the queue size
-        widths = np.array([bucket_for(int(n), self.buckets) for n in lengths[order]])
+        widths = bucket_for(lengths[order], self.buckets)
         limit = self.batch_size * self.queue_batches
         chunks = []
         for width in np.unique(widths):

@@ -93,6 +93,17 @@ def fake_encoded(n=10, max_len=32):
     return data_lib.Encoded(mask * 7, mask, np.zeros_like(mask), np.arange(n) % 3, lengths)
 
 
+def test_bucket_for_scalars_and_arrays():
+    # the smallest bucket that holds a length, the largest for longer ones (callers widen), in
+    # any order of buckets; an array of lengths gives the same buckets row by row
+    buckets = (32, 8, 16)
+    lengths = np.array([0, 1, 8, 9, 16, 17, 32, 33, 500])
+    expected = [8, 8, 8, 16, 16, 32, 32, 32, 32]
+    assert [data_lib.bucket_for(int(n), buckets) for n in lengths] == expected
+    assert all(type(data_lib.bucket_for(int(n), buckets)) is int for n in lengths)
+    np.testing.assert_array_equal(data_lib.bucket_for(lengths, buckets), expected)
+
+
 def test_train_batches_fixed_shape_buckets_and_padding():
     enc = fake_encoded(10)
     batches = list(data_lib.train_batches(enc, 4, seed=0, epoch=0, buckets=(8, 16, 32)))
