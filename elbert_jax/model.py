@@ -301,10 +301,10 @@ def attend(q: Array, k: Array, v: Array, key_mask: Array, kernel: str = "xla",
         if seq_len % 16:
             raise ValueError(f"attention='pallas' needs a sequence length divisible by 16, "
                              f"got {seq_len}")
-        block = math.gcd(seq_len, 64)
+        block, back = math.gcd(seq_len, 64), math.gcd(seq_len, 32)  # backward: Pallas' defaults
         segments = key_mask.reshape(batch, seq_len).astype(jnp.int32)
         return pallas_gpu.mha(q, k, v, segments, sm_scale=head_dim ** -0.5,
-                              block_sizes=pallas_gpu.BlockSizes(block_q=block, block_k=block),
+                              block_sizes=pallas_gpu.BlockSizes(block, block, back, back, back, back),
                               interpret=jax.default_backend() != "gpu")
     if kernel != "xla":
         raise ValueError(f"attention kernel {kernel!r} is not one of {ATTENTIONS[1:]}")
@@ -321,7 +321,7 @@ def _attention_kernel(config: EncoderConfig, head_dim: int, seq_len: int,
     dtype to Pallas' flash attention at inference (2.7x cuDNN's kernel and 1.14x its full depth on
     the H200 at [1024, 64, 12, 64], docs/benchmarks.md) where its Triton blocks fit (a power-of-two
     head size of 16 to 128, a sequence length divisible by 16), else to cuDNN's (also for training:
-    Pallas' backward pass is not measured) where cuDNN takes the head size; XLA's elsewhere."""
+    Pallas' backward pass is not timed) where cuDNN takes the head size; XLA's elsewhere."""
     if config.attention != "auto":
         return config.attention
     if jax.default_backend() != "gpu" or config.dtype == "float32":

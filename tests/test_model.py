@@ -211,6 +211,24 @@ def test_pallas_attention_is_the_same_model(name):
                                                               mask[:, :12])
 
 
+def test_pallas_attention_trains_with_xla_gradients():
+    # Pallas' own backward kernels (their block sizes are set in `attend`): the parameter
+    # gradients of XLA's path, padding included
+    config = CONFIGS["albert-shared"]
+    params = init_params(config)
+    ids = jnp.array(np.random.default_rng(2).integers(5, 50, (3, 16)), jnp.int32)
+    mask = jnp.array([[1] * 16, [1] * 9 + [0] * 7, [1] * 3 + [0] * 13], jnp.int32)
+    weights = jnp.array(np.random.default_rng(3).standard_normal((config.num_hidden_layers, 3,
+                                                                  config.num_labels)), jnp.float32)
+
+    def loss(p, attention):
+        out = ElbertModel(config.replace(attention=attention)).apply({"params": p}, ids, mask)
+        return (out.exit_logits * weights).sum()
+
+    grads = {a: jax.grad(loss)(params, a) for a in ("xla", "pallas")}
+    chex.assert_trees_all_close(grads["pallas"], grads["xla"], rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", CONFIGS)
 def test_fused_qkv_is_the_same_model(name):
     # one product over the concatenated query/key/value kernels: the same parameter tree and
