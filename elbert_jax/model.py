@@ -55,9 +55,9 @@ class EncoderConfig:
     with the mask as a bias; GPU, bfloat16/float16 only), ``cudnn_lengths`` (cuDNN fed key lengths;
     right-padded masks only, which every elbert_jax pipeline makes), ``pallas`` (Pallas' Triton
     flash attention, the mask as segment ids; interpreted off the GPU, where float32 products may
-    run in TF32) or ``auto``: on a GPU in half precision ``pallas`` at inference, the fastest on
-    the H200 (docs/benchmarks.md), ``cudnn`` in training and where Pallas' blocks do not fit; XLA
-    elsewhere. ``fuse_qkv`` runs
+    run in TF32) or ``auto``: on a GPU in half precision ``pallas`` at inference on the shapes
+    where it was the fastest on the H200 (docs/benchmarks.md), ``cudnn`` in training and on other
+    shapes; XLA elsewhere. ``fuse_qkv`` runs
     the query, key and value projections as one matrix product over their concatenated weights (one
     read of the input instead of three); the parameters stay three ``Dense`` layers either way. On
     the H100 it paid only with Triton gemms; with the cuBLAS epilogues that ``parallel.configure_xla``
@@ -318,16 +318,16 @@ def attend(q: Array, k: Array, v: Array, key_mask: Array, kernel: str = "xla",
 def _attention_kernel(config: EncoderConfig, head_dim: int, seq_len: int,
                       deterministic: bool = True) -> str:
     """The kernel a layer uses: ``attention``, with ``auto`` resolved on a GPU with a half-precision
-    dtype to Pallas' flash attention at inference (2.7x cuDNN's kernel and 1.14x its full depth on
-    the H200 at [1024, 64, 12, 64], docs/benchmarks.md) where its Triton blocks fit (a power-of-two
-    head size of 16 to 128, a sequence length divisible by 16), else to cuDNN's (also for training:
-    Pallas' backward pass is not timed) where cuDNN takes the head size; XLA's elsewhere."""
+    dtype to Pallas' flash attention at inference where it was measured (2.7x cuDNN's kernel and
+    1.14x its full depth on the H200 at [1024, 64, 12, 64], docs/benchmarks.md): head size 64 and
+    its 64-token blocks, so sequence lengths that are multiples of 64. Elsewhere (other shapes,
+    whose Triton builds no GPU has run yet, and training: Pallas' backward pass is not timed)
+    cuDNN's where it takes the head size, else XLA's."""
     if config.attention != "auto":
         return config.attention
     if jax.default_backend() != "gpu" or config.dtype == "float32":
         return "xla"
-    if (deterministic and seq_len % 16 == 0 and 16 <= head_dim <= 128
-            and head_dim & (head_dim - 1) == 0):
+    if deterministic and seq_len % 64 == 0 and head_dim == 64:
         return "pallas"
     if head_dim % 8 == 0 and head_dim <= 128:
         return "cudnn"

@@ -167,16 +167,16 @@ def test_auto_attention_is_the_xla_path_off_gpu():
 
 
 def test_auto_attention_picks_pallas_for_inference_on_a_gpu(monkeypatch):
-    # the rule, with the backend faked: Pallas where the H200 measured it fastest and its Triton
-    # blocks fit, cuDNN for gradients and other shapes, XLA in float32 and off the GPU
+    # the rule, with the backend faked: Pallas where the H200 measured it fastest (head size 64,
+    # 64-token blocks), cuDNN for gradients and shapes no GPU has run Pallas on, XLA in float32,
+    # off the GPU and for head sizes cuDNN does not take
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     bf16 = tiny(dtype="bfloat16", attention="auto")
     assert _attention_kernel(bf16, 64, 64) == "pallas"
-    assert _attention_kernel(bf16, 32, 48) == "pallas"  # MiniLM's heads, a 48-token bucket
+    assert _attention_kernel(bf16, 64, 128) == "pallas"
     assert _attention_kernel(bf16, 64, 64, deterministic=False) == "cudnn"
-    assert _attention_kernel(bf16, 64, 40) == "cudnn"  # length not a multiple of 16
-    assert _attention_kernel(bf16, 96, 64) == "cudnn"  # head size not a power of two
-    assert _attention_kernel(bf16, 8, 64) == "cudnn"  # below Triton's smallest dot
+    assert _attention_kernel(bf16, 64, 32) == "cudnn"  # a 32-token bucket: 32-token blocks
+    assert _attention_kernel(bf16, 32, 64) == "cudnn"  # MiniLM's heads
     assert _attention_kernel(bf16, 12, 64) == "xla"  # not a size cuDNN takes
     assert _attention_kernel(tiny(dtype="float32", attention="auto"), 64, 64) == "xla"
     assert _attention_kernel(tiny(dtype="bfloat16", attention="cudnn"), 64, 64) == "cudnn"
