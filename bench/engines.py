@@ -237,7 +237,12 @@ def checkpoint():
     from elbert_jax import data
     from elbert_jax.predict import Predictor, read_texts
 
-    predictor = Predictor.from_workdir(FLAGS.checkpoint)
+    serving = {}  # the checkpoint's own dtype and kernel unless the flags are given
+    if FLAGS["dtype"].present:
+        serving["dtype"] = FLAGS.dtype
+    if FLAGS["attention"].present:
+        serving["attention"] = FLAGS.attention.split(",")[0]
+    predictor = Predictor.from_workdir(FLAGS.checkpoint, **serving)
     if FLAGS.input:
         texts = list(read_texts(FLAGS.input))
     else:
@@ -251,6 +256,8 @@ def checkpoint():
                                   batch_sizes, kinds, FLAGS.reps)
     setting = {"mode": "checkpoint", "checkpoint": FLAGS.checkpoint,
                "device": str(jax.devices()[0].device_kind), "texts": len(texts),
+               "dtype": predictor.model.config.dtype,
+               "attention": predictor.model.config.attention,
                "policy": dataclasses.asdict(predictor.policy)}
     return setting, results, exact
 
