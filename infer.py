@@ -38,9 +38,9 @@ flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
                   "Compute dtype (default: the checkpoint's; bfloat16 is the fast one on GPUs).")
 flags.DEFINE_enum("attention", None, ["xla", "cudnn", "auto", "cudnn_lengths", "pallas"],
                   "Attention kernel, EncoderConfig.attention (default: the checkpoint's; on a "
-                  "GPU with bfloat16, auto picks pallas, the fastest measured on the H200, where "
-                  "its blocks fit and cuDNN's kernel elsewhere; cudnn, cudnn_lengths and pallas "
-                  "need bfloat16/float16).")
+                  "GPU with bfloat16, auto picks pallas, the fastest measured on the H200, on the "
+                  "shapes measured there and cuDNN's kernel elsewhere; cudnn, cudnn_lengths and "
+                  "pallas need bfloat16/float16).")
 flags.DEFINE_integer("devices", 0, "Local devices that share the rows (0: all of this host's).")
 flags.DEFINE_integer("chunk", 8192, "Texts held in memory at a time.")
 flags.DEFINE_string("policy", None, "Exit policy: cwb, entropy, raw_entropy, patience, max_prob, "
