@@ -107,13 +107,16 @@ class Predictor:
     def run(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
             trace: bool = False, thresholds: Sequence[float] | None = None) -> Results:
         """The engine's ``Results`` (numpy, input order) for ``texts``."""
-        return self._run(texts, pairs, trace, thresholds)[0]
+        return self._engine_results(self._encode(texts, pairs), trace, thresholds)
 
-    def _run(self, texts: Sequence[str], pairs: Sequence[str] | None, trace: bool,
-             thresholds: Sequence[float] | None) -> tuple[Results, np.ndarray]:
-        enc = self.tokenizer(list(texts), pairs, max_length=self.max_length, pad_to=self.max_length)
+    def _encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None
+                ) -> dict[str, np.ndarray]:
+        return self.tokenizer(list(texts), pairs, max_length=self.max_length, pad_to=self.max_length)
+
+    def _engine_results(self, enc: dict[str, np.ndarray], trace: bool,
+                        thresholds: Sequence[float] | None = None) -> Results:
         return self.engine_for(trace)(enc["input_ids"], enc["attention_mask"],
-                                      enc["token_type_ids"], thresholds), enc["truncated"]
+                                      enc["token_type_ids"], thresholds)
 
     def predict(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
                 trace: bool = False, thresholds: Sequence[float] | None = None
@@ -125,47 +128,66 @@ class Predictor:
         (as in training) and marked ``"truncated": true``. ``thresholds`` (one per text) replaces
         the policy's threshold text by text (``Engine.__call__``): a per-request trade-off."""
         texts = list(texts)
-        out, truncated = self._run(texts, pairs, trace, thresholds)
+        enc = self._encode(texts, pairs)
+        return self._rows(texts, enc, self._engine_results(enc, trace, thresholds), trace)
+
+    def _rows(self, texts: list[str], enc: dict[str, np.ndarray], out: Results, trace: bool
+              ) -> list[dict[str, Any]]:
+        labels = [self.label_names[k] for k in out.prediction.tolist()]
+        probs = out.probs.astype(np.float64).round(6).tolist()  # whole arrays: no per-row numpy
+        layers = out.layer.tolist()
+        traces = out.trace.astype(np.float64).round(6) if trace else None
         rows = []
         for i, text in enumerate(texts):
-            row = {"label": self.label_names[out.prediction[i]],
-                   "probs": out.probs[i].astype(float).round(6).tolist(), "exit_layer": int(out.layer[i])}
-            if trace:
-                row["trace"] = out.trace[i, :out.layer[i]].astype(float).round(6).tolist()
+            row = {"label": labels[i], "probs": probs[i], "exit_layer": layers[i]}
+            if traces is not None:
+                row["trace"] = traces[i, :layers[i]].tolist()
             if not text.strip():
                 row["empty"] = True
-            if truncated[i]:
+            if enc["truncated"][i]:
                 row["truncated"] = True
             rows.append(row)
         return rows
 
     def stream(self, texts: Iterable[str | BadInput], chunk: int = 4096, trace: bool = False,
-               live: bool = False) -> Iterator[dict[str, Any]]:
+               live: bool = False, overlap: bool = True) -> Iterator[dict[str, Any]]:
         """Predictions for an arbitrarily long iterable, in order, holding ``chunk`` texts at a time.
 
         A ``BadInput`` item (an unreadable row of ``read_texts``) keeps its place as a row with
         ``label``, ``probs`` and ``exit_layer`` None and ``error`` saying where and why.
+        ``overlap``: a thread reads and tokenises the next chunk while the model runs this one and
+        its rows are written (three chunks in memory at most); without it the device waits for
+        the host's tokeniser and the tokeniser for the device.
         ``live``: for a source that pauses (a news feed on a pipe): a reader thread runs ahead of
         the model, and each batch is every text that has arrived, so a text is answered as soon
         as the model is free instead of when ``chunk`` texts have come. A live batch holds at most
         ``batch_size`` texts, the sizes ``warm_up`` compiles: a burst must not meet a program of a
         new size (a 4,000 texts/s feed of the demo model on 2 CPU cores fell to ~380 texts/s when
-        its growing batches each waited for a compilation).
+        its growing batches each waited for a compilation). Live batches are not overlapped: a
+        batch is what has arrived when the model is free.
         """
-        batches = (ready_batches(texts, min(chunk, self.batch_size)) if live
-                   else fixed_batches(texts, chunk))
+        if live:
+            batches = ((batch, self._encode_good(batch))
+                       for batch in ready_batches(texts, min(chunk, self.batch_size)))
+        else:
+            batches = ((batch, self._encode_good(batch)) for batch in fixed_batches(texts, chunk))
+            if overlap:
+                batches = run_ahead(batches, 1)
         try:
-            for batch in batches:
-                yield from self._flush(batch, trace)
+            for batch, enc in batches:
+                yield from self._flush(batch, enc, trace)
         except SourceError as error:  # the source failed (e.g. a bad row in "error" mode): rows
-            yield from self._flush(error.read, trace)  # read before it still come out, then it
-            raise error.__cause__ from None
+            yield from self._flush(error.read, self._encode_good(error.read), trace)  # read
+            raise error.__cause__ from None  # before it still come out, then it
 
-    def _flush(self, buffer: list[str | BadInput], trace: bool) -> Iterator[dict[str, Any]]:
-        if not buffer:
-            return
+    def _encode_good(self, buffer: list[str | BadInput]) -> dict[str, np.ndarray] | None:
         good = [item for item in buffer if not isinstance(item, BadInput)]
-        rows = iter(self.predict(good, trace=trace) if good else [])
+        return self._encode(good) if good else None
+
+    def _flush(self, buffer: list[str | BadInput], enc: dict[str, np.ndarray] | None, trace: bool
+               ) -> Iterator[dict[str, Any]]:
+        good = [item for item in buffer if not isinstance(item, BadInput)]
+        rows = iter(self._rows(good, enc, self._engine_results(enc, trace), trace) if good else [])
         for item in buffer:
             if isinstance(item, BadInput):
                 yield {"label": None, "probs": None, "exit_layer": None, "error": str(item)}
@@ -220,10 +242,9 @@ def take_ready(ready: queue.Queue | queue.SimpleQueue, size: int, wait: float = 
     return batch
 
 
-def ready_batches(items: Iterable[Any], size: int) -> Iterator[list]:
-    """Batches of whatever a reader thread has fetched from ``items`` (``take_ready``): at least
-    one item, at most ``size``. The reader stays at most ``size`` items ahead (memory stays flat)
-    and stops when the consumer does."""
+def _read_ahead(items: Iterable[Any], size: int) -> tuple[queue.Queue, threading.Event]:
+    """A thread puts the items of ``items`` into the returned queue (at most ``size`` waiting),
+    then an ``_End`` with what ``items`` raised, if it did; it stops when the event is set."""
     ready: queue.Queue = queue.Queue(maxsize=size)
     stop = threading.Event()
 
@@ -247,6 +268,27 @@ def ready_batches(items: Iterable[Any], size: int) -> Iterator[list]:
         put(_End(None))
 
     threading.Thread(target=read, name="elbert_jax-reader", daemon=True).start()
+    return ready, stop
+
+
+def run_ahead(items: Iterable[Any], size: int = 1) -> Iterator[Any]:
+    """The items of ``items``, in order, produced by a thread up to ``size`` items ahead of the
+    consumer; what ``items`` raises is raised here, after the items before it."""
+    ready, stop = _read_ahead(items, size)
+    try:
+        while not isinstance(item := ready.get(), _End):
+            yield item
+        if item.error is not None:
+            raise item.error
+    finally:
+        stop.set()
+
+
+def ready_batches(items: Iterable[Any], size: int) -> Iterator[list]:
+    """Batches of whatever a reader thread has fetched from ``items`` (``take_ready``): at least
+    one item, at most ``size``. The reader stays at most ``size`` items ahead (memory stays flat)
+    and stops when the consumer does."""
+    ready, stop = _read_ahead(items, size)
     try:
         while True:
             batch = take_ready(ready, size)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import bisect
+import copy
+import itertools
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from elbert_jax.data import bucket_for
 
 DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512)
 
@@ -24,6 +27,50 @@ class Tokenizer:
         self.hf = hf_tokenizer
 
     @property
+    def hf(self) -> Any:
+        return self._hf
+
+    @hf.setter
+    def hf(self, hf_tokenizer: Any) -> None:
+        self._hf = hf_tokenizer
+        self._backends: dict[int, Any] = {}
+
+    def _backend(self, max_length: int) -> Any:
+        """A private copy of a fast tokenizer's Rust backend that truncates at ``max_length`` as
+        transformers' ``__call__`` would (longest first, its side and special-token settings), or
+        None for a slow tokenizer. Calling it directly skips transformers' per-call set-up and
+        its conversion of every row to Python lists (about half the time of a batch), and a copy
+        that is never reconfigured can encode in one thread while another uses ``hf``."""
+        if not getattr(self.hf, "is_fast", False):
+            return None
+        backend = self._backends.get(max_length)
+        if backend is None:
+            backend = copy.deepcopy(self.hf.backend_tokenizer)
+            backend.no_padding()
+            backend.enable_truncation(max_length, stride=0, strategy="longest_first",
+                                      direction=self.hf.truncation_side)
+            backend.encode_special_tokens = bool(getattr(self.hf, "split_special_tokens", False))
+            self._backends[max_length] = backend
+        return backend
+
+    def _encode(self, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int
+                ) -> tuple[list[list[int]], np.ndarray, list[np.ndarray] | None]:
+        """Token ids of every row (truncated, special tokens included), the ``truncated`` mask and,
+        for pairs, every row's token types."""
+        texts = clean_texts(texts)
+        pairs = clean_texts(pairs) if pairs is not None else None
+        backend = self._backend(max_length)
+        if backend is not None:
+            encodings = backend.encode_batch(list(zip(texts, pairs)) if pairs is not None else texts)
+            truncated = np.fromiter((bool(e.overflowing) for e in encodings), bool, len(encodings))
+            types = ([_segments(e.sequence_ids) for e in encodings] if pairs is not None else None)
+            return [e.ids for e in encodings], truncated, types
+        enc = self.hf(texts, pairs, truncation=True, max_length=max_length, padding=False)
+        types = ([_segments(enc.sequence_ids(row)) for row in range(len(texts))]
+                 if pairs is not None else None)
+        return enc["input_ids"], self._truncated(texts, pairs, enc, max_length), types
+
+    @property
     def pad_token_id(self) -> int:
         return int(self.hf.pad_token_id or 0)
 
@@ -37,10 +84,7 @@ class Tokenizer:
     def lengths(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
                 max_length: int = 64) -> np.ndarray:
         """Token counts (special tokens included, truncated) without padding: for sorting by length."""
-        enc = self.hf(clean_texts(texts), clean_texts(pairs) if pairs is not None else None,
-                      truncation=True, max_length=max_length, padding=False, return_attention_mask=False,
-                      return_token_type_ids=False)
-        return np.array([len(ids) for ids in enc["input_ids"]], np.int32)
+        return np.array([len(ids) for ids in self._encode(texts, pairs, max_length)[0]], np.int32)
 
     def __call__(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
                  max_length: int = 64, buckets: Sequence[int] = DEFAULT_BUCKETS,
@@ -51,23 +95,21 @@ class Tokenizer:
             raise TypeError("pass a list of texts, not a single string")
         if pairs is not None and len(pairs) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
-        enc = self.hf(clean_texts(texts), clean_texts(pairs) if pairs is not None else None,
-                      truncation=True, max_length=max_length, padding=False)
-        longest = max((len(ids) for ids in enc["input_ids"]), default=1)
+        ids, truncated, types = self._encode(texts, pairs, max_length)
+        lengths = np.fromiter(map(len, ids), np.int32, len(ids))
+        longest = int(lengths.max(initial=1))
         if pad_to is None:
-            sizes = self.buckets(max_length, buckets)
-            pad_to = sizes[bisect.bisect_left(sizes, longest)]
+            pad_to = bucket_for(longest, self.buckets(max_length, buckets))
         elif pad_to < longest:
             raise ValueError(f"pad_to={pad_to} is shorter than the longest row ({longest} tokens)")
-        out = {name: np.zeros((len(texts), pad_to), np.int32)
-               for name in ("input_ids", "attention_mask", "token_type_ids")}
-        out["truncated"] = self._truncated(texts, pairs, enc, max_length)
-        out["input_ids"][:] = self.pad_token_id
-        for row, ids in enumerate(enc["input_ids"]):
-            out["input_ids"][row, :len(ids)] = ids
-            out["attention_mask"][row, :len(ids)] = 1
-            if pairs is not None:
-                out["token_type_ids"][row, :len(ids)] = _segments(enc.sequence_ids(row))
+        filled = np.arange(pad_to) < lengths[:, None]  # row-major order: the ids in sequence
+        out = {"input_ids": np.full((len(ids), pad_to), self.pad_token_id, np.int32),
+               "attention_mask": filled.astype(np.int32),
+               "token_type_ids": np.zeros((len(ids), pad_to), np.int32), "truncated": truncated}
+        out["input_ids"][filled] = np.fromiter(itertools.chain.from_iterable(ids), np.int32,
+                                               int(lengths.sum()))
+        if types is not None:
+            out["token_type_ids"][filled] = np.concatenate(types) if types else []
         return out
 
     def _truncated(self, texts: Sequence[str], pairs: Sequence[str] | None, enc: Any,

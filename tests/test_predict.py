@@ -15,8 +15,8 @@ import jax
 import pytest
 
 from elbert_jax.data import DataError
-from elbert_jax.predict import (Predictor, Summary, fixed_batches, read_texts, ready_batches,
-                                write_rows)
+from elbert_jax.predict import (BadInput, Predictor, Summary, fixed_batches, read_texts,
+                                ready_batches, run_ahead, write_rows)
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["Operating profit rose to EUR 13.1 mn.", "", "Sales fell, the company said.",
@@ -176,8 +176,8 @@ def test_serving_the_setting_chosen_on_validation(trained, tmp_path):
         Predictor.from_workdir(workdir, from_report=True)
 
 
-@pytest.mark.parametrize("live", [False, True])
-def test_stream_keeps_rows_then_raises_what_the_source_raised(trained, live):
+@pytest.mark.parametrize("live, overlap", [(False, True), (False, False), (True, True)])
+def test_stream_keeps_rows_then_raises_what_the_source_raised(trained, live, overlap):
     predictor = Predictor.from_workdir(trained[0], batch_size=4)
 
     def source():
@@ -186,9 +186,23 @@ def test_stream_keeps_rows_then_raises_what_the_source_raised(trained, live):
 
     rows = []
     with pytest.raises(OSError, match="feed went away"):
-        for row in predictor.stream(source(), chunk=3, live=live):
+        for row in predictor.stream(source(), chunk=3, live=live, overlap=overlap):
             rows.append(row)
     assert rows == predictor.predict(TEXTS[:4])  # every text read before the failure
+
+
+def test_overlapped_stream_gives_the_sequential_rows(trained):
+    """Tokenising ahead in a thread changes nothing: same rows, same order, bad rows in place,
+    chunks of every size (one text, a partial last chunk, chunks with only bad rows)."""
+    predictor = Predictor.from_workdir(trained[0], batch_size=4)
+    items = [*TEXTS, BadInput("in.txt:7", "not UTF-8"), BadInput("in.txt:8", "no text"),
+             *reversed(TEXTS), "Profit " * 40] * 3
+    expected = list(predictor.stream(iter(items), chunk=5, trace=True, overlap=False))
+    assert len(expected) == len(items)
+    assert [row.get("error") for row in expected] == [str(x) if isinstance(x, BadInput) else None
+                                                      for x in items]
+    for chunk in (1, 2, 5, 7, 1000):
+        assert list(predictor.stream(iter(items), chunk=chunk, trace=True)) == expected, chunk
 
 
 def test_live_stream_answers_before_the_source_goes_on(trained):
@@ -217,8 +231,8 @@ def test_live_batches_stay_within_the_warmed_sizes(trained, monkeypatch):
     predictor = Predictor.from_workdir(trained[0], batch_size=4)
     sizes = []
     flush = predictor._flush
-    monkeypatch.setattr(predictor, "_flush", lambda batch, trace: sizes.append(len(batch))
-                        or flush(batch, trace))
+    monkeypatch.setattr(predictor, "_flush", lambda batch, enc, trace: sizes.append(len(batch))
+                        or flush(batch, enc, trace))
     texts = TEXTS * 10
     assert list(predictor.stream(iter(texts), chunk=1000, live=True)) == predictor.predict(texts)
     assert sum(sizes) == len(texts) and max(sizes) <= 4
@@ -226,6 +240,17 @@ def test_live_batches_stay_within_the_warmed_sizes(trained, monkeypatch):
 
 def test_batches():
     assert list(fixed_batches(range(7), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert list(run_ahead(iter(range(500)), 1)) == list(range(500)) and list(run_ahead([])) == []
+
+    def failing():
+        yield from range(3)
+        raise OSError("disk gone")
+
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for item in run_ahead(failing(), 2):
+            got.append(item)
+    assert got == [0, 1, 2]
     live = list(ready_batches(iter(range(1000)), 64))
     assert [x for batch in live for x in batch] == list(range(1000))
     assert max(map(len, live)) <= 64 and list(ready_batches([], 8)) == []
@@ -250,3 +275,18 @@ def test_infer_answers_each_stdin_line_as_it_comes(trained):
         assert json.loads(proc.stderr.read().splitlines()[-1])["count"] == 2
     finally:
         proc.kill()
+
+
+def test_pipeline_bench_runs_and_checks_its_rows(trained, tmp_path):
+    """bench/pipeline.py at a test size: every stage is timed and both streams give equal rows."""
+    out = tmp_path / "pipeline.json"
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "pipeline.py"), "--checkpoint",
+                          str(trained[0]), "--texts", "300", "--chunk", "128", "--batch_size", "4",
+                          "--reps", "1", "--output", str(out)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["rows_equal"] and result["texts"] == 300
+    assert set(result["texts_per_s"]) == {"tokenize_transformers_call", "tokenize", "engine",
+                                          "stream_sequential", "stream_overlapped"}
+    assert all(rate > 0 for rate in result["texts_per_s"].values())

@@ -103,6 +103,8 @@ def _without_encodings(hf):
     from transformers import BatchEncoding
 
     class Slow:
+        is_fast = False
+
         def __getattr__(self, name):
             return getattr(hf, name)
 
@@ -114,6 +116,44 @@ def _without_encodings(hf):
     return Slow()
 
 
+def _through_transformers_call(hf):
+    """``hf`` with its encodings, but not fast to ``Tokenizer``: it goes through ``hf(...)``."""
+
+    class ThroughCall:
+        is_fast = False
+
+        def __getattr__(self, name):
+            return getattr(hf, name)
+
+        def __call__(self, *args, **kwargs):
+            return hf(*args, **kwargs)
+
+    return ThroughCall()
+
+
 def test_single_string_is_refused(folder):
     with pytest.raises(TypeError, match="list of texts"):
         load_tokenizer(folder)("just one")
+
+
+def test_rust_backend_path_equals_transformers_call(folder):
+    """The direct Rust path (a private backend copy) gives exactly what transformers' own
+    ``__call__`` gives, on awkward texts: special tokens written in the text, unicode, control
+    characters, whitespace only, rows cut at the boundary, pairs cut longest first."""
+    rng = np.random.default_rng(0)
+    alphabet = list("abcXYZ019 .,;-'\"%$€éüß中文\t\n") + ["[SEP]", "[CLS]", "<unk>", "[MASK]", " ",
+                                                        "profit", "\u200b", "\x00", "\x85"]
+    texts = TEXTS + ["   ", "\n"] + ["".join(rng.choice(alphabet, size=int(rng.integers(0, 60))))
+                                      for _ in range(60)]
+    pairs = list(reversed(texts))
+    fast = load_tokenizer(folder)
+    reference = load_tokenizer(folder)
+    reference.hf = _through_transformers_call(reference.hf)
+    for pair in (None, pairs):
+        for max_length in (16, 64):
+            ours, theirs = fast(texts, pair, max_length=max_length), reference(texts, pair,
+                                                                                 max_length=max_length)
+            assert ours.keys() == theirs.keys()
+            for name in ours:
+                np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
+                assert ours[name].dtype == theirs[name].dtype
