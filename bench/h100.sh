@@ -20,6 +20,8 @@
 #   bash bench/h100.sh minilm    # MiniLM on PhraseBank 50Agree (mean pooling, CWB N=4 tau 0.75),
 #                                # seeds ${SEEDS:-0 1 2}, then the engines on seed 0's checkpoint
 #   bash bench/h100.sh serving   # single requests at Poisson rates: Batcher vs one predict each
+#   bash bench/h100.sh pipeline  # end to end, texts in, rows out: tokeniser, engine, and the stream
+#                                # with and without the tokeniser overlapped (demo model, MiniLM)
 # or several stages in one call: LIMIT=300 bash bench/h100.sh engines train
 # Run from the repository root on the GPU machine. Inputs come from .gpu/ (copies of ../shared:
 # phrasebank/, albert-tokenizer/, minilm/) and .whl/ (ml_collections, absent from the image);
@@ -139,6 +141,16 @@ serving)  # single requests at Poisson rates: Batcher against one predict per re
     timeout 240 $PY bench/serving.py --device gpu --checkpoint "$ckpt" --rates 1000,5000,20000 \
       --requests 10000 --output "$OUT/h100_serving_$(basename $ckpt).json" 2>&1 \
       | grep -v "^I1\|^W1\|^{" | tee -a "$OUT/h100_serving.log"
+  done ;;
+pipeline)  # stream(overlap=False/True) against its stages, on the demo model and (after the
+  # minilm stage in the same call) MiniLM seed 0 in bf16, batch 1024: the host's tokeniser vs the GPU
+  [ -d /tmp/runs/demo/best ] || timeout 200 $PY train.py --config configs/demo.py \
+    --workdir /tmp/runs/demo --config.train.progress=False 2>&1 | tail -2
+  for ckpt in /tmp/runs/demo /tmp/runs/minilm_s0; do
+    [ -d "$ckpt/best" ] || continue
+    timeout 240 $PY bench/pipeline.py --device gpu --checkpoint "$ckpt" --dtype bfloat16 \
+      --texts 262144 --chunk 16384 --batch_size 1024 \
+      --output "$OUT/h100_pipeline_$(basename $ckpt).json" 2>&1 | grep -v "^I1\|^W1"
   done ;;
 esac
 done
