@@ -87,7 +87,7 @@ def test_truncated_rows_are_flagged(folder, fast):
     ours = load_tokenizer(folder)
     theirs = transformers.AutoTokenizer.from_pretrained(str(folder))
     if not fast:  # what a tokenizer without Rust encodings returns (no pairs: those need them)
-        ours.hf = _without_encodings(ours.hf)
+        ours.hf = _through_transformers_call(ours.hf, keep_encodings=False)
     texts = [" ".join(["profit"] * k) for k in range(10, 20)] + ["", TEXTS[0]]
     pairs = ["short"] * len(texts)
     for pair in (None, pairs) if fast else (None,):
@@ -99,25 +99,10 @@ def test_truncated_rows_are_flagged(folder, fast):
             assert {n - max_length for n in full} >= {0, 1}  # both sides of the boundary seen
 
 
-def _without_encodings(hf):
+def _through_transformers_call(hf, keep_encodings: bool = True):
+    """``hf`` as a tokenizer that ``Tokenizer`` does not treat as fast, so every batch goes through
+    ``hf(...)``; without its Rust encodings it returns what a slow (Python) tokenizer does."""
     from transformers import BatchEncoding
-
-    class Slow:
-        is_fast = False
-
-        def __getattr__(self, name):
-            return getattr(hf, name)
-
-        def __call__(self, *args, **kwargs):
-            out = BatchEncoding(dict(hf(*args, **kwargs)))
-            assert out.encodings is None
-            return out
-
-    return Slow()
-
-
-def _through_transformers_call(hf):
-    """``hf`` with its encodings, but not fast to ``Tokenizer``: it goes through ``hf(...)``."""
 
     class ThroughCall:
         is_fast = False
@@ -126,7 +111,8 @@ def _through_transformers_call(hf):
             return getattr(hf, name)
 
         def __call__(self, *args, **kwargs):
-            return hf(*args, **kwargs)
+            out = hf(*args, **kwargs)
+            return out if keep_encodings else BatchEncoding(dict(out))
 
     return ThroughCall()
 
