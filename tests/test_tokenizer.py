@@ -137,8 +137,8 @@ def test_rust_backend_path_equals_transformers_call(folder):
     reference.hf = _through_transformers_call(reference.hf)
     for pair in (None, pairs):
         for max_length in (16, 64):
-            ours, theirs = fast(texts, pair, max_length=max_length), reference(texts, pair,
-                                                                                 max_length=max_length)
+            ours = fast(texts, pair, max_length=max_length)
+            theirs = reference(texts, pair, max_length=max_length)
             assert ours.keys() == theirs.keys()
             for name in ours:
                 np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
