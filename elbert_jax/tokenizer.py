@@ -41,7 +41,7 @@ class Tokenizer:
         None for a slow tokenizer. Calling it directly skips transformers' per-call set-up and
         its conversion of every row to Python lists (about half the time of a batch), and a copy
         that is never reconfigured can encode in one thread while another uses ``hf``."""
-        if not getattr(self.hf, "is_fast", False):
+        if not _calls_its_backend_plainly(self.hf):
             return None
         backend = self._backends.get(max_length)
         if backend is None:
@@ -131,6 +131,20 @@ class Tokenizer:
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         self.hf.save_pretrained(folder)
+
+
+def _calls_its_backend_plainly(hf: Any) -> bool:
+    """Whether ``hf(...)`` is transformers' own fast path, which sets the backend's truncation and
+    calls its ``encode_batch``: a fast tokenizer whose classes override none of the methods on the
+    way there (a model's tokenizer that rewrites texts in Python first is left to ``hf(...)``)."""
+    import transformers
+
+    base = transformers.PreTrainedTokenizerFast  # TokenizersBackend in transformers 5
+    if not isinstance(hf, base) or not hf.is_fast:
+        return False
+    return all(getattr(type(hf), name, None) is getattr(base, name, None) for name in
+               ("__call__", "_call_one", "encode_plus", "batch_encode_plus", "_encode_plus",
+                "_batch_encode_plus", "set_truncation_and_padding"))
 
 
 def clean_texts(texts: Sequence[str]) -> list[str]:

@@ -143,3 +143,20 @@ def test_rust_backend_path_equals_transformers_call(folder):
             for name in ours:
                 np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
                 assert ours[name].dtype == theirs[name].dtype
+
+
+def test_a_tokenizer_that_rewrites_texts_goes_through_transformers(folder):
+    """A tokenizer class that overrides a method between ``__call__`` and the backend may change
+    the texts in Python: ``Tokenizer`` then calls it, not the backend, and sees the change."""
+    ours = load_tokenizer(folder)
+    plain = ours(TEXTS, max_length=64)
+
+    class Shouting(type(ours.hf)):
+        def _encode_plus(self, text, *args, **kwargs):
+            return super()._encode_plus([t.upper() + " profit" for t in text], *args, **kwargs)
+
+    ours.hf.__class__ = Shouting
+    ours.hf = ours.hf  # drops the cached backends
+    assert ours._backend(64) is None
+    shouted = ours(TEXTS, max_length=64)
+    assert (shouted["attention_mask"].sum(1) > plain["attention_mask"].sum(1)).all()
