@@ -72,9 +72,9 @@ def main(argv: list[str]) -> None:
     texts = load_texts()
     chunks = [texts[i:i + FLAGS.chunk] for i in range(0, len(texts), FLAGS.chunk)]
     hf, length = predictor.tokenizer.hf, predictor.max_length
-    encoded = [predictor._encode(chunk) for chunk in chunks]
+    encoded = [predictor.encode(chunk) for chunk in chunks]
     for enc in encoded:  # compiles every program the engine needs on these texts
-        predictor._engine_results(enc, False)
+        predictor.run_encoded(enc)
     stream_rows: dict[bool, list] = {}
 
     def stream(overlap: bool) -> None:
@@ -84,8 +84,8 @@ def main(argv: list[str]) -> None:
     rates = {
         "tokenize_transformers_call": best_rate(
             lambda: [hf(chunk, truncation=True, max_length=length) for chunk in chunks], len(texts)),
-        "tokenize": best_rate(lambda: [predictor._encode(chunk) for chunk in chunks], len(texts)),
-        "engine": best_rate(lambda: [predictor._engine_results(enc, False) for enc in encoded],
+        "tokenize": best_rate(lambda: [predictor.encode(chunk) for chunk in chunks], len(texts)),
+        "engine": best_rate(lambda: [predictor.run_encoded(enc) for enc in encoded],
                             len(texts)),
         "stream_sequential": best_rate(lambda: stream(False), len(texts)),
         "stream_overlapped": best_rate(lambda: stream(True), len(texts)),

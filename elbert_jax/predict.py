@@ -107,14 +107,17 @@ class Predictor:
     def run(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
             trace: bool = False, thresholds: Sequence[float] | None = None) -> Results:
         """The engine's ``Results`` (numpy, input order) for ``texts``."""
-        return self._engine_results(self._encode(texts, pairs), trace, thresholds)
+        return self.run_encoded(self.encode(texts, pairs), trace, thresholds)
 
-    def _encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None
-                ) -> dict[str, np.ndarray]:
+    def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None
+               ) -> dict[str, np.ndarray]:
+        """The token rows ``run_encoded`` takes (the tokenizer's output at the checkpoint's
+        max_length): tokenise once, run many times (e.g. under several policies or thresholds)."""
         return self.tokenizer(list(texts), pairs, max_length=self.max_length, pad_to=self.max_length)
 
-    def _engine_results(self, enc: dict[str, np.ndarray], trace: bool,
-                        thresholds: Sequence[float] | None = None) -> Results:
+    def run_encoded(self, enc: dict[str, np.ndarray], trace: bool = False,
+                    thresholds: Sequence[float] | None = None) -> Results:
+        """``run`` on rows that ``encode`` made."""
         return self.engine_for(trace)(enc["input_ids"], enc["attention_mask"],
                                       enc["token_type_ids"], thresholds)
 
@@ -128,8 +131,8 @@ class Predictor:
         (as in training) and marked ``"truncated": true``. ``thresholds`` (one per text) replaces
         the policy's threshold text by text (``Engine.__call__``): a per-request trade-off."""
         texts = list(texts)
-        enc = self._encode(texts, pairs)
-        return self._rows(texts, enc, self._engine_results(enc, trace, thresholds), trace)
+        enc = self.encode(texts, pairs)
+        return self._rows(texts, enc, self.run_encoded(enc, trace, thresholds), trace)
 
     def _rows(self, texts: list[str], enc: dict[str, np.ndarray], out: Results, trace: bool
               ) -> list[dict[str, Any]]:
@@ -182,12 +185,12 @@ class Predictor:
 
     def _encode_good(self, buffer: list[str | BadInput]) -> dict[str, np.ndarray] | None:
         good = [item for item in buffer if not isinstance(item, BadInput)]
-        return self._encode(good) if good else None
+        return self.encode(good) if good else None
 
     def _flush(self, buffer: list[str | BadInput], enc: dict[str, np.ndarray] | None, trace: bool
                ) -> Iterator[dict[str, Any]]:
         good = [item for item in buffer if not isinstance(item, BadInput)]
-        rows = iter(self._rows(good, enc, self._engine_results(enc, trace), trace) if good else [])
+        rows = iter(self._rows(good, enc, self.run_encoded(enc, trace), trace) if good else [])
         for item in buffer:
             if isinstance(item, BadInput):
                 yield {"label": None, "probs": None, "exit_layer": None, "error": str(item)}

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 from elbert_jax.data import DataError
@@ -189,6 +190,17 @@ def test_stream_keeps_rows_then_raises_what_the_source_raised(trained, live, ove
         for row in predictor.stream(source(), chunk=3, live=live, overlap=overlap):
             rows.append(row)
     assert rows == predictor.predict(TEXTS[:4])  # every text read before the failure
+
+
+def test_encode_once_run_many(trained):
+    predictor = Predictor.from_workdir(trained[0], batch_size=4)
+    enc = predictor.encode(TEXTS)
+    assert enc["input_ids"].shape == (len(TEXTS), predictor.max_length)
+    for thresholds in (None, [0.1, 0.9, 0.5, 0.3, 0.7]):
+        got, want = predictor.run_encoded(enc, thresholds=thresholds), predictor.run(
+            TEXTS, thresholds=thresholds)
+        for name in ("layer", "prediction", "probs"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
 
 
 def test_overlapped_stream_gives_the_sequential_rows(trained):
