@@ -8,8 +8,9 @@ In one process, on the same texts (``elbert_jax.demo`` sentences, mixed lengths;
 - tokenise: transformers' ``__call__`` (what ``Tokenizer`` called before it drove the Rust backend
   itself) and ``Tokenizer``, both truncating at the checkpoint's max_length;
 - the engine alone on pre-tokenised chunks;
-- ``Predictor.stream`` with ``overlap=False`` (tokenise, then run, chunk after chunk) and with
-  ``overlap=True`` (a thread tokenises the next chunk while the model runs this one).
+- ``Predictor.stream`` with its rows written as JSON lines (to /dev/null), as infer.py does, with
+  ``overlap=False`` (tokenise, run, write, chunk after chunk) and ``overlap=True`` (threads
+  tokenise the chunk after next and run the next while this one's rows are written).
 The stream cannot beat its slowest stage, so ``bound`` is min(tokenise, engine) texts/s and
 ``overlap_gain`` the overlapped stream against the sequential one.
 """
@@ -17,6 +18,7 @@ The stream cannot beat its slowest stage, so ``bound`` is min(tokenise, engine) 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -65,7 +67,7 @@ def main(argv: list[str]) -> None:
     import jax
 
     jax.config.update("jax_platforms", FLAGS.device)
-    from elbert_jax.predict import Predictor
+    from elbert_jax.predict import Predictor, write_rows
 
     predictor = Predictor.from_workdir(FLAGS.checkpoint, engine=FLAGS.engine,
                                        batch_size=FLAGS.batch_size, dtype=FLAGS.dtype)
@@ -77,9 +79,10 @@ def main(argv: list[str]) -> None:
         predictor.run_encoded(enc)
     stream_rows: dict[bool, list] = {}
 
-    def stream(overlap: bool) -> None:
-        stream_rows[overlap] = list(predictor.stream(iter(texts), chunk=FLAGS.chunk,
-                                                     overlap=overlap))
+    def stream(overlap: bool) -> None:  # as infer.py: every row written as JSON (to /dev/null)
+        with open(os.devnull, "w", encoding="utf-8") as sink:
+            stream_rows[overlap] = list(write_rows(predictor.stream(
+                iter(texts), chunk=FLAGS.chunk, overlap=overlap), sink))
 
     rates = {
         "tokenize_transformers_call": best_rate(

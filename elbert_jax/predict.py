@@ -158,9 +158,10 @@ class Predictor:
 
         A ``BadInput`` item (an unreadable row of ``read_texts``) keeps its place as a row with
         ``label``, ``probs`` and ``exit_layer`` None and ``error`` saying where and why.
-        ``overlap``: a thread reads and tokenises the next chunk while the model runs this one and
-        its rows are written (three chunks in memory at most); without it the device waits for
-        the host's tokeniser and the tokeniser for the device.
+        ``overlap``: a pipeline of threads: one reads and tokenises chunk k + 2 while another runs
+        the model on chunk k + 1 and the caller takes chunk k's rows (up to five chunks in
+        memory); without it the device waits for the host's tokeniser and the writing of rows,
+        and they wait for the device.
         ``live``: for a source that pauses (a news feed on a pipe): a reader thread runs ahead of
         the model, and each batch is every text that has arrived, so a text is answered as soon
         as the model is free instead of when ``chunk`` texts have come. A live batch holds at most
@@ -176,21 +177,28 @@ class Predictor:
             batches = ((batch, self._encode_good(batch)) for batch in fixed_batches(texts, chunk))
             if overlap:
                 batches = run_ahead(batches, 1)
+        results = ((batch, enc, self._run_good(enc, trace)) for batch, enc in batches)
+        if overlap and not live:
+            results = run_ahead(results, 1)
         try:
-            for batch, enc in batches:
-                yield from self._flush(batch, enc, trace)
+            for batch, enc, out in results:
+                yield from self._flush(batch, enc, out, trace)
         except SourceError as error:  # the source failed (e.g. a bad row in "error" mode): rows
-            yield from self._flush(error.read, self._encode_good(error.read), trace)  # read
-            raise error.__cause__ from None  # before it still come out, then it
+            enc = self._encode_good(error.read)  # read before it still come out, then it
+            yield from self._flush(error.read, enc, self._run_good(enc, trace), trace)
+            raise error.__cause__ from None
 
     def _encode_good(self, buffer: list[str | BadInput]) -> dict[str, np.ndarray] | None:
         good = [item for item in buffer if not isinstance(item, BadInput)]
         return self.encode(good) if good else None
 
-    def _flush(self, buffer: list[str | BadInput], enc: dict[str, np.ndarray] | None, trace: bool
-               ) -> Iterator[dict[str, Any]]:
+    def _run_good(self, enc: dict[str, np.ndarray] | None, trace: bool) -> Results | None:
+        return self.run_encoded(enc, trace) if enc is not None else None
+
+    def _flush(self, buffer: list[str | BadInput], enc: dict[str, np.ndarray] | None,
+               out: Results | None, trace: bool) -> Iterator[dict[str, Any]]:
         good = [item for item in buffer if not isinstance(item, BadInput)]
-        rows = iter(self._rows(good, enc, self.run_encoded(enc, trace), trace) if good else [])
+        rows = iter(self._rows(good, enc, out, trace) if good else [])
         for item in buffer:
             if isinstance(item, BadInput):
                 yield {"label": None, "probs": None, "exit_layer": None, "error": str(item)}
