@@ -78,7 +78,7 @@ probe)  # XLA flags that may cut launch overhead (CUDA graphs around loops) or f
   done ;;
 train)
   timeout $LIMIT $PY bench/train_epoch.py --phrasebank .gpu/phrasebank --tokenizer .gpu/albert-tokenizer \
-    --dtype bfloat16 --attention auto,pallas --torch_compile --profile_steps 20 \
+    --dtype bfloat16 --attention auto,pallas --group_by_length 0,50 --torch_compile --profile_steps 20 \
     --output "$OUT/h100_train_epoch.json" 2>&1 \
     | tee "$OUT/h100_train_epoch.log" ;;
 profile)  # full depth next to torch.compile, then the refill engine's loop (what a step costs

@@ -87,7 +87,8 @@ def main(argv):
     step = make_step(hf, t, spe * t.epochs, bf16=False)
     epochs, best, start = [], None, time.perf_counter()
     for epoch in range(t.epochs):
-        batches = data_lib.train_batches(encoded["train"], t.batch_size, config.seed, epoch, buckets)
+        batches = data_lib.train_batches(encoded["train"], t.batch_size, config.seed, epoch, buckets,
+                                         group_by_length=config.data.group_by_length)
         loss = [float(step(b)) for _, b in zip(range(spe), batches)]
         row = {"epoch": epoch, "train_loss": sum(loss) / len(loss),
                "validation": evaluate(hf, encoded["validation"], t.eval_batch_size, buckets, dev),

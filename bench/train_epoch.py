@@ -35,6 +35,9 @@ flags.DEFINE_string("subset", "50Agree", "PhraseBank subset.")
 flags.DEFINE_enum("shape", "base", ["base", "tiny"], "albert-base-v2 shape, or a tiny smoke shape.")
 flags.DEFINE_enum("dtype", "bfloat16", ["float32", "bfloat16"], "Compute dtype (both trainers).")
 flags.DEFINE_integer("batch_size", 32, "Rows per step.")
+flags.DEFINE_string("group_by_length", "0", "Comma list of data.group_by_length values: the first "
+                    "for every trainer, each further one an extra row of ours (first --attention "
+                    "kernel) on batches grouped so, e.g. 0,50.")
 flags.DEFINE_integer("max_steps", 0, "Steps per epoch (0 = the whole epoch; for smoke runs).")
 flags.DEFINE_string("attention", "xla", "Our attention kernels to time, each a trainer row "
                     "(comma-separated EncoderConfig.attention values; auto trains with cudnn on a "
@@ -52,11 +55,12 @@ TINY = dict(embedding_size=32, hidden_size=64, num_hidden_layers=4, num_attentio
             intermediate_size=128)
 
 
-def batches(encoded, buckets, epoch: int) -> list[dict]:
+def batches(encoded, buckets, epoch: int, group_by_length: int) -> list[dict]:
     from elbert_jax import data as data_lib
 
     out = []
-    for batch in data_lib.train_batches(encoded, FLAGS.batch_size, 0, epoch, buckets):
+    for batch in data_lib.train_batches(encoded, FLAGS.batch_size, 0, epoch, buckets,
+                                        group_by_length=group_by_length):
         batch.pop("index")
         out.append(batch)
         if FLAGS.max_steps and len(out) == FLAGS.max_steps:
@@ -165,7 +169,9 @@ def main(argv):
     tokenizer = load_tokenizer(FLAGS.tokenizer)
     encoded = data_lib.encode(tokenizer, splits.train, config.data.max_length)
     buckets = tokenizer.buckets(config.data.max_length, config.data.buckets)
-    epochs = [batches(encoded, buckets, e) for e in range(2)]
+    groups = [int(g) for g in FLAGS.group_by_length.split(",")]
+    grouped = {g: [batches(encoded, buckets, e, g) for e in range(2)] for g in groups}
+    epochs = grouped[groups[0]]
     shape = TINY if FLAGS.shape == "tiny" else {}
     encoder = EncoderConfig(vocab_size=tokenizer.vocab_size, num_labels=3, dtype=FLAGS.dtype,
                             pad_token_id=tokenizer.pad_token_id, **shape)
@@ -174,7 +180,14 @@ def main(argv):
         model = ElbertModel(encoder.replace(attention=attention))
         rows.append(time_ours(config, model, init_params(encoder, 0), epochs, profile=i == 0))
         print(json.dumps(rows[-1]), flush=True)
+    for g in groups[1:]:  # same weights and kernel, batches of similar lengths
+        model = ElbertModel(encoder.replace(attention=FLAGS.attention.split(",")[0]))
+        rows.append(time_ours(config, model, init_params(encoder, 0), grouped[g]))
+        rows[-1]["trainer"] += f", length groups of {g} batches"
+        rows[-1]["padded_tokens_per_epoch"] = sum(b["input_ids"].size for b in grouped[g][-1])
+        print(json.dumps(rows[-1]), flush=True)
     ours = rows[0]
+    ours["padded_tokens_per_epoch"] = sum(b["input_ids"].size for b in epochs[-1])
     if FLAGS.torch_peer:
         for compiled in (False, True) if FLAGS.torch_compile else (False,):
             rows.append(time_torch(encoder, config.train, epochs, compiled))
@@ -183,16 +196,22 @@ def main(argv):
     setting = {"device": str(jax.devices()[0].device_kind), "dtype": FLAGS.dtype,
                "shape": FLAGS.shape, "subset": FLAGS.subset, "texts_per_epoch": texts,
                "steps_per_epoch": len(epochs[-1]), "batch_size": FLAGS.batch_size,
-               "buckets": buckets}
+               "buckets": buckets, "group_by_length": groups[0]}
     print(json.dumps(setting))
-    print(f"{'trainer':<58} {'epoch s':>8} {'texts/s':>9} {'first epoch s':>14} {'loss':>14}")
+    print(f"{'trainer':<80} {'epoch s':>8} {'texts/s':>9} {'first epoch s':>14} {'loss':>14}")
     for r in rows:
         r["texts_per_s"] = texts / r["epoch_s"]
         r["ours_speedup"] = r["epoch_s"] / ours["epoch_s"]
-        print(f"{r['trainer']:<58} {r['epoch_s']:>8.2f} {r['texts_per_s']:>9.0f} "
+        print(f"{r['trainer']:<80} {r['epoch_s']:>8.2f} {r['texts_per_s']:>9.0f} "
               f"{r['first_epoch_s']:>14.2f} {r['first_loss']:>6.3f}->{r['last_loss']:.3f}")
     for r in rows[1:]:
-        print(f"{ours['trainer']} vs {r['trainer']}: {r['ours_speedup']:.2f}x (epoch time ratio)")
+        if "length groups" in r["trainer"]:
+            print(f"{r['trainer']}: {1 / r['ours_speedup']:.2f}x the speed of shuffled batches, "
+                  f"{r['padded_tokens_per_epoch'] / ours['padded_tokens_per_epoch']:.2f}x the "
+                  f"padded tokens")
+        else:
+            print(f"{ours['trainer']} vs {r['trainer']}: {r['ours_speedup']:.2f}x (epoch time "
+                  f"ratio)")
     if FLAGS.output:
         Path(FLAGS.output).write_text(json.dumps({"setting": setting, "results": rows}, indent=1))
 

@@ -403,12 +403,36 @@ def epoch_order(num_rows: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(num_rows)
 
 
+def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int,
+                  group_by_length: int = 0) -> list[np.ndarray]:
+    """The row indices of each batch of ``epoch``, a pure function of its arguments (runs resume).
+
+    ``group_by_length`` = G > 0: the shuffled rows are cut into groups of G batches, each group
+    is sorted by length (longest first) and cut into batches, and the batches are shuffled, as
+    transformers' ``group_by_length`` does (G = 50 there). Batches of similar lengths pad to a
+    smaller bucket: PhraseBank 50Agree with MiniLM's tokenizer, batch 16, pads every random batch
+    to 64 tokens and length-grouped ones to 42 on average. Off (0), the batches are the shuffle
+    cut in order."""
+    order = epoch_order(len(lengths), seed, epoch)
+    if group_by_length <= 0:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = []
+    size = batch_size * group_by_length
+    for first in range(0, len(order), size):
+        group = order[first:first + size]
+        group = group[np.argsort(-lengths[group], kind="stable")]
+        batches += [group[i:i + batch_size] for i in range(0, len(group), batch_size)]
+    shuffle = np.random.default_rng([seed, epoch, 1]).permutation(len(batches))
+    return [batches[i] for i in shuffle]
+
+
 def train_batches(data: Encoded, batch_size: int, seed: int, epoch: int,
-                  buckets: Sequence[int], start: int = 0) -> Iterator[dict]:
-    """Shuffled batches of one epoch from batch number ``start``; the last one is padded."""
-    order = epoch_order(len(data), seed, epoch)
-    for first in range(start * batch_size, len(order), batch_size):
-        yield _batch(data, order[first:first + batch_size], batch_size, buckets)
+                  buckets: Sequence[int], start: int = 0, group_by_length: int = 0
+                  ) -> Iterator[dict]:
+    """Shuffled batches of one epoch from batch number ``start`` (``epoch_batches``); a short
+    batch is padded."""
+    for rows in epoch_batches(data.lengths, batch_size, seed, epoch, group_by_length)[start:]:
+        yield _batch(data, rows, batch_size, buckets)
 
 
 def eval_batches(data: Encoded, batch_size: int, buckets: Sequence[int]) -> Iterator[dict]:

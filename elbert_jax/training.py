@@ -66,6 +66,7 @@ def base_config() -> ml_collections.ConfigDict:
         test_split="test", text_column="text", label_column="label", pair_column="",
         label_names=ml_collections.FieldReference(None, field_type=list),
         demo_size=1500, max_length=64, buckets=(16, 32, 64),
+        group_by_length=0,  # G > 0: training batches of similar lengths, sorted within G batches
         bad_rows="error",  # "skip": drop unreadable rows (counted and reported) instead of stopping
     ))
     c.train = ml_collections.ConfigDict(dict(
@@ -135,6 +136,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         (0 < d.test_fraction < 1 and 0 < d.validation_fraction < 1, "data fractions must be in (0, 1)"),
         (d.max_length >= 8, f"data.max_length={d.max_length} must be >= 8"),
         (all(0 < b for b in d.buckets), f"data.buckets={d.buckets} must be positive"),
+        (d.group_by_length >= 0, f"data.group_by_length={d.group_by_length} must be >= 0"),
         (d.source != "phrasebank" or d.subset in data_lib.PHRASEBANK_SUBSETS,
          f"data.subset={d.subset!r} is not one of {data_lib.PHRASEBANK_SUBSETS}"),
         (d.source != "files" or bool(d.train_file), "data.source='files' needs data.train_file"),
@@ -669,7 +671,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
             while step < total:
                 epoch, start = divmod(step, spe)
                 for batch in data_lib.train_batches(encoded["train"], t.batch_size, config.seed, epoch,
-                                                    buckets, start):
+                                                    buckets, start, d.group_by_length):
                     batch.pop("index")
                     state, out = train_step(state, batch)
                     step += 1

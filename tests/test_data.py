@@ -120,6 +120,31 @@ def test_train_batches_fixed_shape_buckets_and_padding():
     assert not np.array_equal(other["index"], batches[0]["index"])
 
 
+def test_length_grouped_batches():
+    """Every row once per epoch, batches of similar length, a pure function of (seed, epoch) so a
+    resumed epoch continues with the same batches; off, the plain shuffle."""
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(1, 64, size=203)
+    plain = data_lib.epoch_batches(lengths, 16, seed=0, epoch=2)
+    assert [b.tolist() for b in plain] == [b.tolist() for b in data_lib.epoch_batches(
+        lengths, 16, seed=0, epoch=2, group_by_length=0)]
+    grouped = data_lib.epoch_batches(lengths, 16, seed=0, epoch=2, group_by_length=4)
+    assert len(grouped) == len(plain) == 13 and sorted(map(len, grouped))[1:] == [16] * 12
+    assert sorted(np.concatenate(grouped).tolist()) == list(range(203))
+    # rows of a batch come from one group of 4 x 16 shuffled rows, sorted: spans are narrow
+    spread = lambda batches: np.mean([np.ptp(lengths[b]) for b in batches])
+    assert spread(grouped) < 0.5 * spread(plain)
+    again = data_lib.epoch_batches(lengths, 16, seed=0, epoch=2, group_by_length=4)
+    assert all(np.array_equal(a, b) for a, b in zip(grouped, again))
+    other = data_lib.epoch_batches(lengths, 16, seed=0, epoch=3, group_by_length=4)
+    assert not all(np.array_equal(a, b) for a, b in zip(grouped, other))
+    enc = fake_encoded(40)
+    full = list(data_lib.train_batches(enc, 4, 0, 0, (8, 16, 32), group_by_length=3))
+    resumed = list(data_lib.train_batches(enc, 4, 0, 0, (8, 16, 32), start=4, group_by_length=3))
+    assert all(np.array_equal(a["index"], b["index"]) for a, b in zip(full[4:], resumed))
+    assert len(resumed) == len(full) - 4
+
+
 def test_eval_batches_sorted_by_length_cover_all_rows():
     enc = fake_encoded(9)
     batches = list(data_lib.eval_batches(enc, 4, (8, 16, 32)))

@@ -49,11 +49,13 @@ def test_truncated_texts_are_counted_per_split(trained):
     assert stats["truncated_to_32_tokens"] == expected
 
 
-@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
-def test_resume_equals_uninterrupted(tmp_path, ema_decay):
+@pytest.mark.parametrize("changes", [{}, {"train.ema_decay": 0.9, "data.group_by_length": 2}],
+                         ids=["plain", "ema_and_length_groups"])
+def test_resume_equals_uninterrupted(tmp_path, changes):
     """Crash mid-epoch after a checkpoint, rerun the same command: identical params (with a
-    parameter average too: it is part of the checkpointed optimizer state)."""
-    config = tiny(**{"train.checkpoint_every": 3, "train.ema_decay": ema_decay})
+    parameter average too: it is part of the checkpointed optimizer state; and with batches
+    grouped by length, which resume at the same batch)."""
+    config = tiny(**{"train.checkpoint_every": 3, **changes})
     reference = training.train_and_evaluate(config, tmp_path / "a")
     assert training.train_and_evaluate(config, tmp_path / "b", stop_at_step=5) == {"stopped_at": 5}
     resumed = training.train_and_evaluate(config, tmp_path / "b")
