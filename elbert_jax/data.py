@@ -24,6 +24,11 @@ import numpy as np
 PHRASEBANK_LABELS = ("negative", "neutral", "positive")
 PHRASEBANK_SUBSETS = ("50Agree", "66Agree", "75Agree", "AllAgree")
 PHRASEBANK_HUB = ("takala/financial_phrasebank", "data/FinancialPhraseBank-v1.0.zip")
+# The share of annotators who chose the label, for sentences whose highest subset is 50Agree,
+# 66Agree, 75Agree, AllAgree: the release's README gives 5-8 annotations per sentence and subsets
+# of "more than" 50/66/75% agreement, so the mean of the majorities k/n possible in each band:
+# {3/5, 4/7, 5/8}, {4/6, 5/7, 6/8}, {4/5, 5/6, 6/7, 7/8} and 1.
+PHRASEBANK_AGREEMENT = (0.60, 0.71, 0.84, 1.0)
 BAD_ROWS = ("error", "skip")
 
 log = logging.getLogger("elbert_jax")
@@ -89,13 +94,16 @@ class TextSet:
     texts: list[str]
     labels: np.ndarray  # int32 [N]
     pairs: list[str] | None = None
+    targets: np.ndarray | None = None  # float32 [N, K] soft training targets; None: one-hot labels
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def subset(self, index: Sequence[int]) -> "TextSet":
-        return TextSet([self.texts[i] for i in index], self.labels[np.asarray(index, int)],
-                       None if self.pairs is None else [self.pairs[i] for i in index])
+        index = np.asarray(index, int)
+        return TextSet([self.texts[i] for i in index], self.labels[index],
+                       None if self.pairs is None else [self.pairs[i] for i in index],
+                       None if self.targets is None else self.targets[index])
 
 
 @dataclasses.dataclass
@@ -159,6 +167,38 @@ def read_phrasebank(path: str | Path, subset: str = "50Agree", bad: BadRows | No
     # \x0b, \x1c, \x85, ... which latin-1 text may contain inside a sentence)
     lines = raw.decode("latin-1").replace("\r\n", "\n").replace("\r", "\n").split("\n")
     return parse_phrasebank(lines, source, bad)
+
+
+def phrasebank_agreement(path: str | Path, texts: Sequence[str], bad: BadRows | None = None
+                         ) -> np.ndarray:
+    """For each text, the highest PhraseBank subset that holds it: 0 (50Agree only) .. 3 (AllAgree).
+
+    The release's four files nest (AllAgree in 75Agree in 66Agree in 50Agree), so membership is
+    all the annotation says about how far the annotators agreed. A text in none of them is an error.
+    """
+    members = [set(read_phrasebank(path, subset, bad).texts) for subset in PHRASEBANK_SUBSETS]
+    level = np.array([sum(t in m for m in members) - 1 for t in texts], np.int32)
+    if (level < 0).any():
+        first = int(np.argmax(level < 0))
+        raise DataError(f"{path}: {texts[first][:60]!r} is in no Sentences_*Agree.txt file")
+    return level
+
+
+def agreement_targets(labels: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """[N, 3] soft targets: the label gets its subset's ``PHRASEBANK_AGREEMENT``, the rest goes
+    to the classes next to it on negative < neutral < positive (the annotators of a polar
+    sentence disagree with neutral, those of a neutral sentence split either way). A label
+    the annotators all chose stays one-hot."""
+    agree = np.asarray(PHRASEBANK_AGREEMENT, np.float32)[level]
+    rest = 1.0 - agree
+    targets = np.zeros((len(labels), len(PHRASEBANK_LABELS)), np.float32)
+    rows = np.arange(len(labels))
+    targets[rows, labels] = agree
+    neutral = PHRASEBANK_LABELS.index("neutral")
+    polar = labels != neutral
+    targets[rows[polar], neutral] += rest[polar]
+    targets[~polar, :] += np.where(np.arange(3) == neutral, 0.0, rest[~polar, None] / 2)
+    return targets
 
 
 def download_phrasebank() -> Path:
@@ -367,6 +407,7 @@ class Encoded:
     labels: np.ndarray
     lengths: np.ndarray
     truncated: np.ndarray | None = None  # rows cut to max_length (None: not known)
+    targets: np.ndarray | None = None  # [N, K] soft training targets (``TextSet.targets``)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -376,7 +417,7 @@ def encode(tokenizer: Any, data: TextSet, max_length: int) -> Encoded:
     enc = tokenizer(data.texts, data.pairs, max_length=max_length, pad_to=max_length)
     return Encoded(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"],
                    data.labels.astype(np.int32), enc["attention_mask"].sum(1).astype(np.int32),
-                   enc["truncated"])
+                   enc["truncated"], data.targets)
 
 
 def bucket_for(length: int | np.ndarray, buckets: Sequence[int]) -> int | np.ndarray:
@@ -392,10 +433,13 @@ def _batch(data: Encoded, rows: np.ndarray, batch_size: int, buckets: Sequence[i
     pad = batch_size - len(rows)
     take = np.concatenate([rows, np.zeros(pad, rows.dtype)])
     weight = np.concatenate([np.ones(len(rows)), np.zeros(pad)]).astype(np.float32)
-    return {"input_ids": data.input_ids[take, :width],
-            "attention_mask": data.attention_mask[take, :width] * (weight[:, None] > 0),
-            "token_type_ids": data.token_type_ids[take, :width],
-            "labels": data.labels[take], "weight": weight, "index": take}
+    batch = {"input_ids": data.input_ids[take, :width],
+             "attention_mask": data.attention_mask[take, :width] * (weight[:, None] > 0),
+             "token_type_ids": data.token_type_ids[take, :width],
+             "labels": data.labels[take], "weight": weight, "index": take}
+    if data.targets is not None:
+        batch["targets"] = data.targets[take]
+    return batch
 
 
 def epoch_order(num_rows: int, seed: int, epoch: int) -> np.ndarray:

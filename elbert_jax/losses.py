@@ -37,14 +37,18 @@ def exit_weights(weighting: str, num_layers: int, t: Array | None = None) -> Arr
 
 
 def per_exit_cross_entropy(exit_logits: Array, labels: Array, example_weight: Array,
-                           label_smoothing: float = 0.0) -> Array:
+                           label_smoothing: float = 0.0, targets: Array | None = None) -> Array:
     """[L] mean cross-entropy of each exit over the real rows (``example_weight`` 0 for padding).
 
     ``label_smoothing`` eps trains against (1 - eps) one-hot + eps / K: PhraseBank's 50Agree labels
-    are majority votes that as few as half the annotators agreed on.
+    are majority votes that as few as half the annotators agreed on. ``targets`` [B, K] replaces
+    the one-hot labels (e.g. ``data.agreement_targets``); smoothing then applies to them.
     """
-    if label_smoothing:
-        targets = optax.smooth_labels(jax.nn.one_hot(labels, exit_logits.shape[-1]), label_smoothing)
+    if label_smoothing or targets is not None:
+        if targets is None:
+            targets = jax.nn.one_hot(labels, exit_logits.shape[-1])
+        if label_smoothing:
+            targets = optax.smooth_labels(targets, label_smoothing)
         ce = optax.softmax_cross_entropy(exit_logits, targets[None])
     else:
         ce = optax.softmax_cross_entropy_with_integer_labels(exit_logits, labels[None, :])
@@ -77,11 +81,13 @@ def dropout_consistency(exit_logits: Array, example_weight: Array) -> Array:
 def multi_exit_loss(exit_logits: Array, labels: Array, example_weight: Array, weighting: str,
                     t: Array | None = None, distill_weight: float = 0.0,
                     distill_temperature: float = 1.0, label_smoothing: float = 0.0,
-                    rdrop: float = 0.0) -> tuple[Array, dict[str, Array]]:
+                    rdrop: float = 0.0, targets: Array | None = None
+                    ) -> tuple[Array, dict[str, Array]]:
     """sum_i w_i CE_i (+ distill_weight * distillation); returns (loss, per-exit CE and weights).
 
     ``rdrop`` > 0: ``exit_logits`` [L, 2B, K] are two dropout passes over the B rows of ``labels``;
     each exit's CE is the mean of both passes' and gains ``rdrop`` x their symmetric KL.
+    ``targets`` [B, K]: soft targets for the cross-entropy instead of one-hot ``labels``.
     """
     num_layers = exit_logits.shape[0]
     weights = exit_weights(weighting, num_layers, t)
@@ -90,7 +96,8 @@ def multi_exit_loss(exit_logits: Array, labels: Array, example_weight: Array, we
     if rdrop:  # the second pass's rows are the same texts: tile their labels and weights
         penalty = rdrop * dropout_consistency(exit_logits, example_weight)
         labels, example_weight = jnp.tile(labels, 2), jnp.tile(example_weight, 2)
-    per_exit = per_exit_cross_entropy(exit_logits, labels, example_weight, label_smoothing)
+        targets = None if targets is None else jnp.tile(targets, (2, 1))
+    per_exit = per_exit_cross_entropy(exit_logits, labels, example_weight, label_smoothing, targets)
     loss = jnp.sum(weights * (per_exit + penalty))
     if distill_weight:
         loss = loss + distill_weight * distillation(exit_logits, example_weight,

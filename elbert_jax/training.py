@@ -67,6 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
         label_names=ml_collections.FieldReference(None, field_type=list),
         demo_size=1500, max_length=64, buckets=(16, 32, 64),
         group_by_length=0,  # G > 0: training batches of similar lengths, sorted within G batches
+        agreement_targets=False,  # PhraseBank: train on soft targets from annotator agreement
         bad_rows="error",  # "skip": drop unreadable rows (counted and reported) instead of stopping
     ))
     c.train = ml_collections.ConfigDict(dict(
@@ -139,6 +140,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         (d.group_by_length >= 0, f"data.group_by_length={d.group_by_length} must be >= 0"),
         (d.source != "phrasebank" or d.subset in data_lib.PHRASEBANK_SUBSETS,
          f"data.subset={d.subset!r} is not one of {data_lib.PHRASEBANK_SUBSETS}"),
+        (not d.agreement_targets or d.source == "phrasebank",
+         "data.agreement_targets=True needs data.source='phrasebank' (its four agreement subsets)"),
         (d.source != "files" or bool(d.train_file), "data.source='files' needs data.train_file"),
         (d.source != "hub" or bool(d.hub_name), "data.source='hub' needs data.hub_name"),
         (t.epochs >= 1, f"train.epochs={t.epochs} must be >= 1"),
@@ -248,7 +251,11 @@ def load_splits(config: ml_collections.ConfigDict) -> data_lib.Splits:
         if d.source == "demo":
             full = demo.make_sentences(d.demo_size, seed=0)
         else:
-            full = data_lib.read_phrasebank(d.path or data_lib.download_phrasebank(), d.subset, bad)
+            path = d.path or data_lib.download_phrasebank()
+            full = data_lib.read_phrasebank(path, d.subset, bad)
+            if d.agreement_targets:
+                full.targets = data_lib.agreement_targets(
+                    full.labels, data_lib.phrasebank_agreement(path, full.texts, bad))
         names = list(data_lib.PHRASEBANK_LABELS)
     elif d.source == "files":
         pair = d.pair_column or None
@@ -458,7 +465,7 @@ def make_train_step(model: ElbertModel, tx: optax.GradientTransformation,
                               rngs={"dropout": key})
             return multi_exit_loss(out.exit_logits, batch["labels"], batch["weight"], t.weighting,
                                    params["t"], t.distill_weight, t.distill_temperature,
-                                   t.label_smoothing, t.rdrop)
+                                   t.label_smoothing, t.rdrop, batch.get("targets"))
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)

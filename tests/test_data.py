@@ -38,6 +38,37 @@ def test_phrasebank_zip(tmp_path):
         data_lib.read_phrasebank(archive, "50Agree")
 
 
+def test_agreement_levels_and_soft_targets(tmp_path):
+    folder = tmp_path / "FinancialPhraseBank-v1.0"
+    rows = ["Sales fell .@negative", "Sales rose .@positive", "It is Monday .@neutral",
+            "Costs rose .@negative"]
+    for subset, keep in zip(data_lib.PHRASEBANK_SUBSETS, (4, 3, 2, 1)):  # the files nest
+        write_pb(folder, "\r\n".join(rows[:keep]) + "\r\n", subset)
+    data = data_lib.read_phrasebank(tmp_path)
+    level = data_lib.phrasebank_agreement(tmp_path, data.texts)
+    assert level.tolist() == [3, 2, 1, 0]
+    targets = data_lib.agreement_targets(data.labels, level)
+    np.testing.assert_allclose(targets.sum(1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(targets[np.arange(4), data.labels],
+                               np.asarray(data_lib.PHRASEBANK_AGREEMENT)[::-1], rtol=1e-6)
+    # a polar label's remainder goes to neutral; a neutral label's splits between the polar two
+    np.testing.assert_allclose(targets, [[1, 0, 0], [0, 0.16, 0.84], [0.145, 0.71, 0.145],
+                                         [0.6, 0.4, 0]], atol=1e-6)
+    with pytest.raises(DataError, match="'Profits doubled .' is in no Sentences_"):
+        data_lib.phrasebank_agreement(tmp_path, ["Profits doubled ."])
+    kept = TextSet(data.texts, data.labels, targets=targets).subset([3, 0])
+    np.testing.assert_array_equal(kept.targets, targets[[3, 0]])
+
+
+def test_real_phrasebank_agreement_levels_nest():
+    folder = shared_path(SHARED / "data" / "financial_phrasebank")
+    data = data_lib.read_phrasebank(folder, "50Agree")
+    level = data_lib.phrasebank_agreement(folder, data.texts)
+    for k, subset in enumerate(data_lib.PHRASEBANK_SUBSETS):  # as sets: the files hold duplicates
+        at_least = {t for t, lv in zip(data.texts, level) if lv >= k}
+        assert at_least == set(data_lib.read_phrasebank(folder, subset).texts), subset
+
+
 def test_deduplicate_drops_conflicts_and_counts():
     data = TextSet(["a", "b", "a", "c", "c", "d"], np.array([0, 1, 0, 2, 1, 0], np.int32))
     kept, stats = data_lib.deduplicate(data)

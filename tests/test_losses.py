@@ -39,6 +39,27 @@ def test_loss_is_weighted_sum_of_exit_cross_entropies():
     np.testing.assert_allclose(aux["per_exit_ce"], ce, rtol=1e-6)
 
 
+def test_soft_targets_replace_the_one_hot_labels():
+    rng = np.random.default_rng(2)
+    logits = jnp.asarray(rng.normal(size=(3, 4, 3)), jnp.float32)
+    labels, weight = jnp.array([0, 1, 2, 0]), jnp.array([1, 1, 1, 0], jnp.float32)
+    plain, _ = multi_exit_loss(logits, labels, weight, "equal", rdrop=0.0)
+    one_hot, _ = multi_exit_loss(logits, labels, weight, "equal", targets=jax.nn.one_hot(labels, 3))
+    assert float(one_hot) == pytest.approx(float(plain), rel=1e-6)
+    soft = jnp.array([[0.6, 0.4, 0], [0.1, 0.8, 0.1], [0, 0.2, 0.8], [1, 0, 0]], jnp.float32)
+    loss, aux = multi_exit_loss(logits, labels, weight, "equal", targets=soft)
+    ce = -(soft * jax.nn.log_softmax(logits, -1)).sum(-1)[:, :3].mean(1)
+    np.testing.assert_allclose(aux["per_exit_ce"], ce, rtol=1e-6)
+    smoothed, _ = multi_exit_loss(logits, labels, weight, "equal", label_smoothing=0.1,
+                                  targets=soft)
+    expected = -(optax.smooth_labels(soft, 0.1) * jax.nn.log_softmax(logits, -1)).sum(-1)
+    assert float(smoothed) == pytest.approx(float(expected[:, :3].mean(1).sum()), rel=1e-6)
+    # R-Drop: the second pass's rows are the same texts with the same targets
+    twice = jnp.concatenate([logits, logits], axis=1)
+    doubled, _ = multi_exit_loss(twice, labels, weight, "equal", rdrop=1.0, targets=soft)
+    assert float(doubled) == pytest.approx(float(loss), rel=1e-6)  # equal passes: KL 0
+
+
 def test_gradient_of_t_moves_weight_toward_easier_exits():
     """d loss / d t_i = sigmoid'(t_i) (CE_i - CE_L): an exit easier than the last gains weight."""
     logits = jnp.zeros((3, 2, 2)).at[0, :, 0].set(5.0)  # exit 1 confident and right, others unsure

@@ -351,3 +351,40 @@ def test_same_seed_same_metrics_and_predictions(tmp_path):
     texts = ["Profit rose.", "Costs fell by 5 %.", "The board met."]
     rows = [Predictor.from_workdir(tmp_path / name).predict(texts, trace=True) for name in "ab"]
     assert rows[0] == rows[1]
+
+
+def test_agreement_targets_train_on_the_annotators_agreement(tmp_path):
+    """All four PhraseBank files equal: every target is one-hot, so the run is the plain run (to
+    float rounding: soft-target cross-entropy sums K terms); nested files soften the targets."""
+    from elbert_jax import demo
+
+    sentences = demo.make_sentences(120, seed=3)
+    lines = [f"{t}@{training.data_lib.PHRASEBANK_LABELS[y]}"
+             for t, y in zip(sentences.texts, sentences.labels)]
+
+    def run(name, keep_fractions, agreement):
+        folder = tmp_path / name / "FinancialPhraseBank-v1.0"
+        folder.mkdir(parents=True, exist_ok=True)
+        for subset, fraction in zip(training.data_lib.PHRASEBANK_SUBSETS, keep_fractions):
+            text = "\r\n".join(lines[:int(len(lines) * fraction)]) + "\r\n"
+            (folder / f"Sentences_{subset}.txt").write_bytes(text.encode("latin-1"))
+        config = tiny(**{"train.epochs": 1, "data.source": "phrasebank", "data.path": str(folder),
+                         "data.agreement_targets": agreement})
+        training.train_and_evaluate(config, tmp_path / name / "run")
+        records = [json.loads(line) for line in (tmp_path / name / "run" / "metrics.jsonl").open()]
+        timing = ("texts_per_s", "seconds", "elapsed")
+        return [(k, x) for r in records for k, v in r.items() if not k.endswith(timing)
+                for x in (v if isinstance(v, list) else [v])]
+
+    plain = run("plain", (1, 1, 1, 1), False)
+    one_hot = run("all_agree", (1, 1, 1, 1), True)
+    floats = [[x for _, x in records if isinstance(x, float)] for records in (one_hot, plain)]
+    assert [r for r in one_hot if not isinstance(r[1], float)] == \
+        [r for r in plain if not isinstance(r[1], float)]
+    assert floats[0] == pytest.approx(floats[1], rel=1e-5)
+    losses = [[x for k, x in records if k == "loss"]
+              for records in (plain, run("nested", (1, 0.75, 0.5, 0.25), True))]
+    assert len(losses[0]) == len(losses[1]) > 1
+    assert losses[1] != pytest.approx(losses[0], rel=1e-3)
+    with pytest.raises(ValueError, match="agreement_targets=True needs data.source='phrasebank'"):
+        training.validate_config(tiny(**{"data.agreement_targets": True}))
