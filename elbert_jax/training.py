@@ -61,6 +61,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict(dict(
         source="phrasebank", path="", subset="50Agree", deduplicate=True,
         split="finbert", test_fraction=0.2, validation_fraction=0.1,
+        split_seed=-1,  # >= 0: the split's seed instead of `seed` (runs on one split, e.g. a soup's)
         train_file="", validation_file="", test_file="",
         hub_name="", hub_config="", train_split="train", validation_split="validation",
         test_split="test", text_column="text", label_column="label", pair_column="",
@@ -138,6 +139,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         (d.max_length >= 8, f"data.max_length={d.max_length} must be >= 8"),
         (all(0 < b for b in d.buckets), f"data.buckets={d.buckets} must be positive"),
         (d.group_by_length >= 0, f"data.group_by_length={d.group_by_length} must be >= 0"),
+        (d.split_seed >= -1, f"data.split_seed={d.split_seed} must be >= 0, or -1 for `seed`"),
         (d.source != "phrasebank" or d.subset in data_lib.PHRASEBANK_SUBSETS,
          f"data.subset={d.subset!r} is not one of {data_lib.PHRASEBANK_SUBSETS}"),
         (not d.agreement_targets or d.source == "phrasebank",
@@ -242,7 +244,8 @@ def exit_policy(config: ml_collections.ConfigDict) -> exits.ExitPolicy:
 # ---------------------------------------------------------------- data and model
 
 def load_splits(config: ml_collections.ConfigDict) -> data_lib.Splits:
-    """The configured data, deduplicated and split reproducibly from ``config.seed``."""
+    """The configured data, deduplicated and split reproducibly from ``config.seed`` (or
+    ``data.split_seed``)."""
     d = config.data
     names = list(d.label_names) if d.label_names else None
     given: dict[str, data_lib.TextSet] = {}
@@ -285,7 +288,8 @@ def load_splits(config: ml_collections.ConfigDict) -> data_lib.Splits:
     if "validation" in given and "test" in given:
         train, validation, test = full, given["validation"], given["test"]
     else:
-        tr, va, te = data_lib.split_indices(full.labels, config.seed, d.test_fraction,
+        split_seed = d.split_seed if d.split_seed >= 0 else config.seed
+        tr, va, te = data_lib.split_indices(full.labels, split_seed, d.test_fraction,
                                             d.validation_fraction, d.split == "stratified")
         train, validation, test = full.subset(tr), full.subset(va), full.subset(te)
         if "test" in given:  # a given test set: the held-out part of train becomes validation

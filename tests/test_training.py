@@ -388,3 +388,12 @@ def test_agreement_targets_train_on_the_annotators_agreement(tmp_path):
     assert losses[1] != pytest.approx(losses[0], rel=1e-3)
     with pytest.raises(ValueError, match="agreement_targets=True needs data.source='phrasebank'"):
         training.validate_config(tiny(**{"data.agreement_targets": True}))
+
+
+def test_split_seed_fixes_the_split_apart_from_the_run_seed():
+    base = training.load_splits(tiny())
+    same = training.load_splits(tiny(**{"seed": 5, "data.split_seed": 0}))
+    other = training.load_splits(tiny(**{"seed": 5}))
+    for name in ("train", "validation", "test"):
+        assert getattr(same, name).texts == getattr(base, name).texts, name
+    assert other.test.texts != base.test.texts

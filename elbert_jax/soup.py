@@ -1,0 +1,132 @@
+"""Uniform model soups (Wortsman et al. 2022): the mean of the best params of runs fine-tuned from
+one checkpoint on one split. Runs from the same pre-trained weights stay in one basin, so their
+average is one model with one model's inference cost, often as good as their ensemble.
+
+    python -m elbert_jax.soup --out runs/soup_s0 runs/a_s0 runs/b_s0 runs/c_s0
+
+The output is a workdir like a training run's (``best/``, ``model.json``, ``config.json``,
+``tokenizer/``, ``metrics.jsonl`` with the soup's validation and test metrics, ``soup.json``
+naming its ingredients), so ``infer.py``, ``--mode report``/``export`` and
+``elbert_jax.summary`` take it as they take a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from elbert_jax import data as data_lib
+from elbert_jax import training
+from elbert_jax.model import Params
+from elbert_jax.tokenizer import load_tokenizer
+
+
+def average_params(trees: Sequence[Params]) -> Params:
+    """The leaf-wise mean, in float32, summed in the given order (deterministic)."""
+    return jax.tree.map(lambda *leaves: np.mean(np.stack([np.asarray(x, np.float32)
+                                                          for x in leaves]), 0), *trees)
+
+
+def _run_config(workdir: Path) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+
+
+def _split_of(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """What decides the data and split: the data section with the split's seed resolved."""
+    d = config.data.to_dict()
+    d["split_seed"] = d["split_seed"] if d.get("split_seed", -1) >= 0 else config.seed
+    d.pop("group_by_length", None)  # the training batch order, not the data
+    d.pop("agreement_targets", None)  # training targets; the splits and their labels are the same
+    return d
+
+
+def _same_tokenizer(a: Path, b: Path) -> bool:
+    match, mismatch, errors = filecmp.cmpfiles(a, b, sorted(p.name for p in a.iterdir()),
+                                               shallow=False)
+    return not mismatch and not errors and {p.name for p in a.iterdir()} == {p.name for p in b.iterdir()}
+
+
+def make_soup(workdirs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
+    """Averages the runs' best params into the workdir ``out`` and scores it on validation and
+    test; returns both metric dicts. Runs of another architecture, label set, tokenizer or split
+    are refused, each named."""
+    workdirs = [Path(w) for w in workdirs]
+    out = Path(out)
+    if not workdirs:
+        raise ValueError("a soup needs at least one run")
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty; a soup is written to a new folder")
+    first = workdirs[0]
+    model, params, meta = training.restore_best_params(first)
+    ingredients, trees = [], []
+    for workdir in workdirs:
+        model_w, params_w, meta_w = training.restore_best_params(workdir)
+        for key in ("encoder", "label_names", "max_length", "buckets"):
+            if meta_w[key] != meta[key]:
+                raise ValueError(f"{workdir}: model.json's {key} differs from {first}'s; a soup "
+                                 "averages runs of one architecture, label set and input length")
+        if _split_of(_run_config(workdir)) != _split_of(_run_config(first)):
+            raise ValueError(f"{workdir}: another data split than {first} (config.json's data "
+                             "section or seed); set data.split_seed to train runs on one split")
+        if not _same_tokenizer(first / "tokenizer", workdir / "tokenizer"):
+            raise ValueError(f"{workdir}/tokenizer differs from {first}/tokenizer")
+        trees.append(params_w)
+        ingredients.append({"workdir": str(workdir), "best_step": meta_w["best_step"]})
+    soup = average_params(trees)
+
+    config = _run_config(first)
+    splits = training.load_splits(config)
+    tokenizer = load_tokenizer(first / "tokenizer")
+    prob_fn = training.make_prob_fn(model)
+    policy = training.exit_policy(config)
+    metrics = {}
+    for split in ("validation", "test"):
+        encoded = data_lib.encode(tokenizer, getattr(splits, split), meta["max_length"])
+        probs = training.exit_probabilities(prob_fn, soup, encoded, config.train.eval_batch_size,
+                                            meta["buckets"])
+        metrics[split] = training.exit_metrics(probs, encoded.labels, policy)
+
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(first / "tokenizer", out / "tokenizer")
+    for name in ("config.json", "model.json"):
+        shutil.copy(first / name, out / name)
+    with training._manager(out / "best", 1) as manager:
+        manager.save(0, args=ocp.args.Composite(
+            params=ocp.args.StandardSave(soup),
+            meta=ocp.args.JsonSave({"epoch": 0, "validation": metrics["validation"],
+                                    "soup_of": ingredients})))
+        manager.wait_until_finished()
+    with open(out / "metrics.jsonl", "w") as f:
+        f.write(json.dumps({"step": 0, "epoch": 0, "split": "validation", "best": True,
+                            **metrics["validation"]}) + "\n")
+        f.write(json.dumps({"step": 0, "split": "test", **metrics["test"]}) + "\n")
+    training._write_json(out / "soup.json", {"ingredients": ingredients, **metrics})
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m elbert_jax.soup", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("workdirs", nargs="+", type=Path, help="trained runs (their best/)")
+    parser.add_argument("--out", type=Path, required=True, help="a new workdir for the soup")
+    args = parser.parse_args(argv)
+    try:
+        metrics = make_soup(args.workdirs, args.out)
+    except (OSError, ValueError) as err:
+        parser.exit(2, f"error: {err}\n")
+    for split, m in metrics.items():
+        print(json.dumps({"split": split, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+                          "per_exit_accuracy": m["per_exit_accuracy"]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Model soups: averaged best params of runs on one split, written as a workdir."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from elbert_jax import soup as soup_lib
+from elbert_jax import summary as summary_lib
+from elbert_jax import training
+from elbert_jax.predict import Predictor
+
+TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.py"
+
+
+@pytest.fixture(scope="module")
+def second_run(tmp_path_factory):
+    """Another tiny run on the `trained` fixture's split (seed 0): other init, order and dropout."""
+    workdir = tmp_path_factory.mktemp("tiny_seed1")
+    config = training.load_config_file(TINY, **{"seed": 1, "data.split_seed": 0, "train.epochs": 1})
+    training.train_and_evaluate(config, workdir)
+    return workdir
+
+
+def _records(workdir):
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_soup_of_one_run_scores_as_the_run(trained, tmp_path):
+    workdir, _ = trained
+    metrics = soup_lib.make_soup([workdir], tmp_path / "soup")
+    records = _records(workdir)
+    best = [r for r in records if r.get("split") == "validation" and r["best"]][-1]
+    test = records[-1]
+    for split, record in (("validation", best), ("test", test)):
+        assert metrics[split] == {k: v for k, v in record.items() if k in metrics[split]}, split
+
+
+def test_soup_is_the_mean_and_serves_like_a_run(trained, second_run, tmp_path):
+    first, _ = trained
+    out = tmp_path / "soup"
+    metrics = soup_lib.make_soup([first, second_run], out)
+    params = [training.restore_best_params(w)[1] for w in (first, second_run, out)]
+    jax.tree.map(lambda a, b, s: np.testing.assert_allclose(s, (np.asarray(a) + np.asarray(b)) / 2,
+                                                            rtol=1e-6, atol=1e-7), *params)
+    assert json.loads((out / "soup.json").read_text())["ingredients"][1]["workdir"] == str(second_run)
+    run = summary_lib.run_summary(out)
+    assert run["best_validation"] == metrics["validation"]["accuracy"]
+    assert run["test_accuracy"] == metrics["test"]["accuracy"]
+    rows = Predictor.from_workdir(out).predict(["Profit rose.", "The board met."])
+    assert len(rows) == 2 and all(r["label"] in ("negative", "neutral", "positive") for r in rows)
+
+
+def test_soup_refuses_mixed_splits_and_a_used_folder(trained, tmp_path, capsys):
+    first, _ = trained
+    other = tmp_path / "other_split"
+    shutil.copytree(first, other)
+    config = json.loads((other / "config.json").read_text())
+    config["data"]["split_seed"] = 7
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="other_split: another data split"):
+        soup_lib.make_soup([first, other], tmp_path / "soup")
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "x").write_text("")
+    with pytest.raises(SystemExit) as exit_:
+        soup_lib.main([str(first), "--out", str(tmp_path / "used")])
+    assert exit_.value.code == 2 and "is not empty" in capsys.readouterr().err
