@@ -66,10 +66,10 @@ def make_soup(workdirs: Sequence[str | Path], out: str | Path) -> dict[str, Any]
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; a soup is written to a new folder")
     first = workdirs[0]
-    model, params, meta = training.restore_best_params(first)
+    loaded = [training.restore_best_params(w) for w in workdirs]
+    model, _, meta = loaded[0]
     ingredients, trees = [], []
-    for workdir in workdirs:
-        model_w, params_w, meta_w = training.restore_best_params(workdir)
+    for workdir, (_, params_w, meta_w) in zip(workdirs, loaded):
         for key in ("encoder", "label_names", "max_length", "buckets"):
             if meta_w[key] != meta[key]:
                 raise ValueError(f"{workdir}: model.json's {key} differs from {first}'s; a soup "
