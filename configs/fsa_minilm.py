@@ -11,6 +11,10 @@
 # minutes on 2 CPU cores. Results recorded before 2026-11-25 ran at batch 32.
 # --config.train.rdrop=4.0 (R-Drop) tests at 0.848 / 0.850 / 0.826, mean 0.842, but lost on
 # validation (986 against 994 texts of 3 x 387), so it is not the default; ~30 minutes a seed.
+# Recommended on validation (997 against 994, docs/results.md): a uniform soup of three runs on
+# one split, this command with --config.seed=N, N+10, N+20 and --config.data.split_seed=N, then
+# python -m elbert_jax.soup --out runs/soup_sN RUN RUN RUN. Test 0.847 / 0.847 / 0.814, mean
+# 0.836 (three runs' training, one model's inference).
 from pathlib import Path
 
 from elbert_jax.training import base_config
