@@ -37,15 +37,18 @@ def average_params(trees: Sequence[Params]) -> Params:
 
 
 def _run_config(workdir: Path) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    """The run's config over today's defaults: a run saved before a key existed lacks it."""
+    config = training.base_config()
+    config.update(json.loads((workdir / "config.json").read_text()))
+    return config
 
 
 def _split_of(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """What decides the data and split: the data section with the split's seed resolved."""
     d = config.data.to_dict()
-    d["split_seed"] = d["split_seed"] if d.get("split_seed", -1) >= 0 else config.seed
-    d.pop("group_by_length", None)  # the training batch order, not the data
-    d.pop("agreement_targets", None)  # training targets; the splits and their labels are the same
+    d["split_seed"] = d["split_seed"] if d["split_seed"] >= 0 else config.seed
+    del d["group_by_length"]  # the training batch order, not the data
+    del d["agreement_targets"]  # training targets; the splits and their labels are the same
     return d
 
 

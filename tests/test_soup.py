@@ -70,3 +70,15 @@ def test_soup_refuses_mixed_splits_and_a_used_folder(trained, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         soup_lib.main([str(first), "--out", str(tmp_path / "used")])
     assert exit_.value.code == 2 and "is not empty" in capsys.readouterr().err
+
+
+def test_soup_takes_a_run_saved_before_the_newer_config_keys(trained, tmp_path):
+    first, _ = trained
+    old = tmp_path / "old_run"
+    shutil.copytree(first, old)
+    config = json.loads((old / "config.json").read_text())
+    for key in ("split_seed", "agreement_targets", "group_by_length"):
+        del config["data"][key]
+    (old / "config.json").write_text(json.dumps(config))
+    alone = soup_lib.make_soup([first], tmp_path / "alone")
+    assert soup_lib.make_soup([old, first], tmp_path / "soup") == alone
