@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -772,7 +773,10 @@ def _board(workdir: Path, step: int, enabled: bool) -> contextlib.AbstractContex
         return contextlib.nullcontext()
     from tensorboardX import SummaryWriter
 
-    return SummaryWriter(str(workdir / "tensorboard"), purge_step=step or None)
+    # tensorboardX names event files by the second and host and opens them "wb": a resumed
+    # writer started within the same second would wipe the first run's file without the suffix
+    return SummaryWriter(str(workdir / "tensorboard"), purge_step=step or None,
+                         filename_suffix=f".{os.getpid()}.{step}")
 
 
 def _scalars(record: dict[str, Any]) -> Iterator[tuple[str, float]]:

@@ -109,6 +109,15 @@ def test_tensorboard_shows_what_metrics_jsonl_holds_after_a_resume(tmp_path, mon
         training.validate_config(config)
 
 
+def test_a_resumed_writer_in_the_same_second_keeps_the_first_runs_events(tmp_path):
+    pytest.importorskip("tensorboardX")
+    for step in (0, 3):  # one process, well within a second: the names must still differ
+        with training._board(tmp_path, step, True) as board:
+            board.add_scalar("train/loss", 1.0 + step, step)
+    assert sorted(p[:2] for p in tensorboard_scalars(tmp_path / "tensorboard")) == \
+        [("train/loss", 0), ("train/loss", 3)]
+
+
 @pytest.mark.parametrize("accumulate", [1, 3])
 def test_param_average_is_the_debiased_ema_of_the_updated_params(accumulate):
     import jax.numpy as jnp
