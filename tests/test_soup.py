@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from elbert_jax import report
 from elbert_jax import soup as soup_lib
 from elbert_jax import summary as summary_lib
 from elbert_jax import training
@@ -54,6 +55,9 @@ def test_soup_is_the_mean_and_serves_like_a_run(trained, second_run, tmp_path):
     assert run["test_accuracy"] == metrics["test"]["accuracy"]
     rows = Predictor.from_workdir(out).predict(["Profit rose.", "The board met."])
     assert len(rows) == 2 and all(r["label"] in ("negative", "neutral", "positive") for r in rows)
+    reported = report.write_report(training.load_config_file(TINY), out, max_cost=1.0)
+    assert reported["metrics"]["accuracy"] == metrics["test"]["accuracy"]
+    assert reported["chosen_on_validation"]["best"]
 
 
 def test_soup_refuses_mixed_splits_and_a_used_folder(trained, tmp_path, capsys):
