@@ -52,10 +52,18 @@ def _split_of(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return d
 
 
+def _shape_of(key: str, value: Any) -> Any:
+    """model.json's ``key`` without the run settings that leave the params' meaning alone
+    (dtype, attention kernel, dropout): runs may differ in those and still be averaged."""
+    if key != "encoder":
+        return value
+    return {k: v for k, v in value.items() if k not in training._RESUMABLE_CHANGES}
+
+
 def _same_tokenizer(a: Path, b: Path) -> bool:
-    match, mismatch, errors = filecmp.cmpfiles(a, b, sorted(p.name for p in a.iterdir()),
-                                               shallow=False)
-    return not mismatch and not errors and {p.name for p in a.iterdir()} == {p.name for p in b.iterdir()}
+    names = sorted(p.name for p in a.iterdir())
+    _, mismatch, errors = filecmp.cmpfiles(a, b, names, shallow=False)
+    return not mismatch and not errors and names == sorted(p.name for p in b.iterdir())
 
 
 def make_soup(workdirs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
@@ -74,7 +82,7 @@ def make_soup(workdirs: Sequence[str | Path], out: str | Path) -> dict[str, Any]
     ingredients, trees = [], []
     for workdir, (_, params_w, meta_w) in zip(workdirs, loaded):
         for key in ("encoder", "label_names", "max_length", "buckets"):
-            if meta_w[key] != meta[key]:
+            if _shape_of(key, meta_w[key]) != _shape_of(key, meta[key]):
                 raise ValueError(f"{workdir}: model.json's {key} differs from {first}'s; a soup "
                                  "averages runs of one architecture, label set and input length")
         if _split_of(_run_config(workdir)) != _split_of(_run_config(first)):

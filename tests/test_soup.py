@@ -76,7 +76,7 @@ def test_soup_refuses_mixed_splits_and_a_used_folder(trained, tmp_path, capsys):
     assert exit_.value.code == 2 and "is not empty" in capsys.readouterr().err
 
 
-def test_soup_takes_a_run_saved_before_the_newer_config_keys(trained, tmp_path):
+def test_soup_takes_older_runs_and_other_run_settings(trained, tmp_path):
     first, _ = trained
     old = tmp_path / "old_run"
     shutil.copytree(first, old)
@@ -84,5 +84,8 @@ def test_soup_takes_a_run_saved_before_the_newer_config_keys(trained, tmp_path):
     for key in ("split_seed", "agreement_targets", "group_by_length"):
         del config["data"][key]
     (old / "config.json").write_text(json.dumps(config))
+    meta = json.loads((old / "model.json").read_text())  # another dropout: same params' meaning
+    meta["encoder"]["hidden_dropout_prob"] = 0.3
+    (old / "model.json").write_text(json.dumps(meta))
     alone = soup_lib.make_soup([first], tmp_path / "alone")
     assert soup_lib.make_soup([old, first], tmp_path / "soup") == alone
