@@ -197,7 +197,8 @@ def agreement_targets(labels: np.ndarray, level: np.ndarray) -> np.ndarray:
     neutral = PHRASEBANK_LABELS.index("neutral")
     polar = labels != neutral
     targets[rows[polar], neutral] += rest[polar]
-    targets[~polar, :] += np.where(np.arange(3) == neutral, 0.0, rest[~polar, None] / 2)
+    targets[~polar, :] += np.where(np.arange(len(PHRASEBANK_LABELS)) == neutral, 0.0,
+                                   rest[~polar, None] / 2)
     return targets
 
 

@@ -79,13 +79,15 @@ def make_soup(workdirs: Sequence[str | Path], out: str | Path) -> dict[str, Any]
     first = workdirs[0]
     loaded = [training.restore_best_params(w) for w in workdirs]
     model, _, meta = loaded[0]
+    config = _run_config(first)
+    split = _split_of(config)
     ingredients, trees = [], []
     for workdir, (_, params_w, meta_w) in zip(workdirs, loaded):
         for key in ("encoder", "label_names", "max_length", "buckets"):
             if _shape_of(key, meta_w[key]) != _shape_of(key, meta[key]):
                 raise ValueError(f"{workdir}: model.json's {key} differs from {first}'s; a soup "
                                  "averages runs of one architecture, label set and input length")
-        if _split_of(_run_config(workdir)) != _split_of(_run_config(first)):
+        if _split_of(_run_config(workdir)) != split:
             raise ValueError(f"{workdir}: another data split than {first} (config.json's data "
                              "section or seed); set data.split_seed to train runs on one split")
         if not _same_tokenizer(first / "tokenizer", workdir / "tokenizer"):
@@ -94,7 +96,6 @@ def make_soup(workdirs: Sequence[str | Path], out: str | Path) -> dict[str, Any]
         ingredients.append({"workdir": str(workdir), "best_step": meta_w["best_step"]})
     soup = average_params(trees)
 
-    config = _run_config(first)
     splits = training.load_splits(config)
     tokenizer = load_tokenizer(first / "tokenizer")
     prob_fn = training.make_prob_fn(model)
