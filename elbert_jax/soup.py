@@ -8,6 +8,11 @@ The output is a workdir like a training run's (``best/``, ``model.json``, ``conf
 ``tokenizer/``, ``metrics.jsonl`` with the soup's validation and test metrics, ``soup.json``
 naming its ingredients), so ``infer.py``, ``--mode report``/``export`` and
 ``elbert_jax.summary`` take it as they take a run.
+
+``--greedy`` makes the paper's greedy soup instead: the runs ranked by validation accuracy, each
+added only if the soup's validation accuracy does not drop. It picks on the validation texts, so
+its validation score is no longer a fair estimate; compare greedy soups on test or on a split
+the choice did not see.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import filecmp
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import ml_collections
@@ -66,10 +71,11 @@ def _same_tokenizer(a: Path, b: Path) -> bool:
     return not mismatch and not errors and names == sorted(p.name for p in b.iterdir())
 
 
-def make_soup(workdirs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
+def make_soup(workdirs: Sequence[str | Path], out: str | Path,
+              greedy: bool = False) -> dict[str, Any]:
     """Averages the runs' best params into the workdir ``out`` and scores it on validation and
     test; returns both metric dicts. Runs of another architecture, label set, tokenizer or split
-    are refused, each named."""
+    are refused, each named. ``greedy``: Wortsman et al.'s greedy soup (module docstring)."""
     workdirs = [Path(w) for w in workdirs]
     out = Path(out)
     if not workdirs:
@@ -94,18 +100,26 @@ def make_soup(workdirs: Sequence[str | Path], out: str | Path) -> dict[str, Any]
             raise ValueError(f"{workdir}/tokenizer differs from {first}/tokenizer")
         trees.append(params_w)
         ingredients.append({"workdir": str(workdir), "best_step": meta_w["best_step"]})
-    soup = average_params(trees)
 
     splits = training.load_splits(config)
     tokenizer = load_tokenizer(first / "tokenizer")
     prob_fn = training.make_prob_fn(model)
     policy = training.exit_policy(config)
-    metrics = {}
-    for split in ("validation", "test"):
-        encoded = data_lib.encode(tokenizer, getattr(splits, split), meta["max_length"])
-        probs = training.exit_probabilities(prob_fn, soup, encoded, config.train.eval_batch_size,
-                                            meta["buckets"])
-        metrics[split] = training.exit_metrics(probs, encoded.labels, policy)
+    encoded = {s: data_lib.encode(tokenizer, getattr(splits, s), meta["max_length"])
+               for s in ("validation", "test")}
+
+    def score(params: Params, split: str) -> dict[str, Any]:
+        probs = training.exit_probabilities(prob_fn, params, encoded[split],
+                                            config.train.eval_batch_size, meta["buckets"])
+        return training.exit_metrics(probs, encoded[split].labels, policy)
+
+    if greedy:
+        chosen, soup = _greedy(trees, ingredients, lambda p: score(p, "validation")["accuracy"])
+        rejected = [i for i in ingredients if i not in chosen]
+        ingredients = chosen
+    else:
+        soup = average_params(trees)
+    metrics = {s: score(soup, s) for s in ("validation", "test")}
 
     out.mkdir(parents=True, exist_ok=True)
     shutil.copytree(first / "tokenizer", out / "tokenizer")
@@ -121,8 +135,24 @@ def make_soup(workdirs: Sequence[str | Path], out: str | Path) -> dict[str, Any]
         f.write(json.dumps({"step": 0, "epoch": 0, "split": "validation", "best": True,
                             **metrics["validation"]}) + "\n")
         f.write(json.dumps({"step": 0, "split": "test", **metrics["test"]}) + "\n")
-    training._write_json(out / "soup.json", {"ingredients": ingredients, **metrics})
+    extra = {"greedy": True, "rejected": rejected} if greedy else {}
+    training._write_json(out / "soup.json", {"ingredients": ingredients, **extra, **metrics})
     return metrics
+
+
+def _greedy(trees: Sequence[Params], ingredients: list[dict],
+            accuracy: Callable[[Params], float]) -> tuple[list[dict], Params]:
+    """The greedy soup: ingredients ranked by their own validation accuracy (ties keep the given
+    order), each kept if the soup with it scores at least as well. Returns the kept ingredients,
+    each with its validation accuracy, and their mean."""
+    for ingredient, tree in zip(ingredients, trees):
+        ingredient["validation_accuracy"] = accuracy(tree)
+    order = sorted(range(len(trees)), key=lambda i: -ingredients[i]["validation_accuracy"])
+    kept, best = [order[0]], ingredients[order[0]]["validation_accuracy"]
+    for i in order[1:]:
+        if (score := accuracy(average_params([trees[j] for j in kept + [i]]))) >= best:
+            kept, best = kept + [i], score
+    return [ingredients[i] for i in kept], average_params([trees[j] for j in kept])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -130,9 +160,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workdirs", nargs="+", type=Path, help="trained runs (their best/)")
     parser.add_argument("--out", type=Path, required=True, help="a new workdir for the soup")
+    parser.add_argument("--greedy", action="store_true",
+                        help="keep a run only if it does not lower validation accuracy")
     args = parser.parse_args(argv)
     try:
-        metrics = make_soup(args.workdirs, args.out)
+        metrics = make_soup(args.workdirs, args.out, greedy=args.greedy)
     except (OSError, ValueError) as err:
         parser.exit(2, f"error: {err}\n")
     for split, m in metrics.items():

@@ -89,3 +89,29 @@ def test_soup_takes_older_runs_and_other_run_settings(trained, tmp_path):
     (old / "model.json").write_text(json.dumps(meta))
     alone = soup_lib.make_soup([first], tmp_path / "alone")
     assert soup_lib.make_soup([old, first], tmp_path / "soup") == alone
+
+
+def test_greedy_soup_keeps_a_run_only_if_validation_does_not_drop():
+    trees = [{"w": np.float32(w)} for w in (0.0, 1.0, 10.0)]
+    ingredients = [{"workdir": name} for name in ("zero", "one", "ten")]
+    kept, soup = soup_lib._greedy(trees, ingredients, lambda p: -abs(float(p["w"]) - 0.6))
+    # ranked one (-0.4), zero (-0.6), ten: one + zero averages to 0.5 (-0.1, kept), + ten does not
+    assert [i["workdir"] for i in kept] == ["one", "zero"]
+    assert float(soup["w"]) == 0.5
+    assert ingredients[2]["validation_accuracy"] == pytest.approx(-9.4)
+    tie, _ = soup_lib._greedy(trees[:1] * 2, [{"workdir": "a"}, {"workdir": "b"}], lambda p: 1.0)
+    assert [i["workdir"] for i in tie] == ["a", "b"]  # a tie keeps the run, as in the paper
+
+
+def test_greedy_soup_is_never_below_its_best_run_on_validation(trained, second_run, tmp_path):
+    first, _ = trained
+    out = tmp_path / "greedy"
+    assert soup_lib.main([str(second_run), str(first), "--out", str(out), "--greedy"]) is None
+    written = json.loads((out / "soup.json").read_text())
+    assert written["greedy"] is True
+    runs = written["ingredients"] + written["rejected"]
+    assert sorted(r["workdir"] for r in runs) == sorted([str(first), str(second_run)])
+    best_run = max(r["validation_accuracy"] for r in runs)
+    assert written["ingredients"][0]["validation_accuracy"] == best_run
+    assert written["validation"]["accuracy"] >= best_run
+    assert summary_lib.run_summary(out)["best_validation"] == written["validation"]["accuracy"]
