@@ -120,7 +120,13 @@ def _early_exit_totals(runs: Sequence[dict[str, Any]]) -> str:
         points = 100 * (last - right) / n
         gap = (f", {abs(points):.1f} {'under' if points > 0 else 'over'}" if policy == "cwb"
                else "")
-        return f"{right} ({right / n:.4f}{gap})"
+        if part != "chosen_on_validation":
+            return f"{right} ({right / n:.4f}{gap})"
+        # the choice's own validation texts right: what a rule between recipes compares
+        seen = sum(round(row["validation_accuracy"] * r["validation_texts"])
+                   for (row, _), r in zip(rows, runs))
+        return (f"{right} ({right / n:.4f}{gap}); validation {seen} of "
+                f"{sum(r['validation_texts'] for r in runs)}")
     return (f"| **{len(runs)} runs, texts right of {n}** | {last} ({last / n:.4f}) "
             f"| {total('chosen_on_validation', 'cwb', 'test_accuracy')} "
             f"| {total('chosen_on_validation', 'entropy', 'test_accuracy')} "

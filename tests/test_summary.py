@@ -64,3 +64,28 @@ def test_best_on_validation_breaks_ties_by_cost_then_window():
     best = best_on_validation(rows)
     assert best["cwb"]["window"] == 5 and best["entropy"]["validation_accuracy"] == 0.81
     assert best_on_validation(rows[:3])["cwb"]["window"] == 3
+
+
+def test_early_exit_totals_give_the_choice_on_validation_and_the_test_gap(tmp_path):
+    def chosen(policy, window, val, test):
+        return {"policy": policy, "window": window, "threshold": 0.5, "validation_accuracy": val,
+                "validation_cost": 0.4, "test_accuracy": test, "test_cost": 0.45}
+    runs = []
+    for name, (last, val, test) in {"s0": (0.80, 0.7, 0.75), "s1": (0.90, 0.9, 0.90)}.items():
+        run = _workdir(tmp_path / name, [0.8], last, {0})
+        (run / "report_test").mkdir()
+        (run / "report_test" / "report.json").write_text(json.dumps({
+            "metrics": {"per_exit_accuracy": [0.5, last]},
+            "chosen_on_validation": {"max_cost": 0.5, "rows": [
+                chosen("cwb", 2, val - 0.1, 1.0), chosen("cwb", 3, val, test),
+                chosen("entropy", None, val, test)]},
+            "sweep": [{"policy": "cwb", "window": 3, "threshold": 0.5, "accuracy": last,
+                       "cost": 0.6}, {"policy": "cwb", "window": 3, "threshold": 0.4,
+                                      "accuracy": test, "cost": 0.5}]}))
+        runs.append(summary.run_summary(run))
+    totals = summary.markdown(runs).splitlines()[-1]
+    # last exit 16 + 18 of 40; CWB chosen on validation (window 3, not the 1.0 on test of window 2):
+    # 15 + 18 on test, 1 text = 2.5 points under, from 7 + 9 validation texts of 20
+    assert totals.startswith("| **2 runs, texts right of 40** | 34 (0.8500) | 33 (0.8250, 2.5 under); "
+                             "validation 16 of 20 |")
+    assert "| 33 (0.8250, 2.5 under) |" in totals  # the test sweep's best at cost <= 0.5
