@@ -13,7 +13,8 @@ from elbert_jax.tokenizer import Tokenizer, load_tokenizer
 __version__ = "0.1.0"
 
 __all__ = [
-    "Batcher", "ENGINES", "ElbertModel", "Engine", "EncoderConfig", "ExitPolicy", "Predictor", "Results", "ModelOutput", "TransformerLayer", "Tokenizer", "config_from_hf",
-    "config_to_hf", "head_params", "init_params", "layer_params", "load_pretrained", "load_tokenizer",
-    "params_from_state_dict", "read_state_dict", "save_pretrained", "state_dict_from_params",
+    "Batcher", "config_from_hf", "config_to_hf", "ElbertModel", "EncoderConfig", "Engine",
+    "ENGINES", "ExitPolicy", "head_params", "init_params", "layer_params", "load_pretrained",
+    "load_tokenizer", "ModelOutput", "params_from_state_dict", "Predictor", "read_state_dict",
+    "Results", "save_pretrained", "state_dict_from_params", "Tokenizer", "TransformerLayer",
 ]
