@@ -115,7 +115,8 @@ def make_soup(workdirs: Sequence[str | Path], out: str | Path,
 
     if greedy:
         chosen, soup = _greedy(trees, ingredients, lambda p: score(p, "validation")["accuracy"])
-        rejected = [i for i in ingredients if i not in chosen]
+        # by identity: a run named twice is two ingredients, equal as dicts
+        rejected = [i for i in ingredients if all(i is not c for c in chosen)]
         ingredients = chosen
     else:
         soup = average_params(trees)
