@@ -10,6 +10,7 @@ traced arrays, so a sweep is a ``vmap`` over thresholds of one jitted function.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -54,6 +55,12 @@ class ExitPolicy:
         for field in ("window", "patience", "layer"):
             if int(getattr(self, field)) < 1:
                 raise ValueError(f"{field}={getattr(self, field)} must be >= 1")
+        # A NaN compares false everywhere, so it would silently turn the rule off.
+        if not math.isfinite(self.threshold):
+            raise ValueError(f"threshold={self.threshold} must be a finite number")
+        for field in ("margin", "spread"):
+            if not getattr(self, field) >= 0:
+                raise ValueError(f"{field}={getattr(self, field)} must be >= 0")
 
     def replace(self, **changes: Any) -> "ExitPolicy":
         return dataclasses.replace(self, **changes)

@@ -403,13 +403,13 @@ class Summary:
     def report(self) -> dict[str, Any]:
         seconds = time.perf_counter() - self.started
         classified = self.count - self.errors
-        mean = self.layer_total / classified if classified else float("nan")
+        mean = self.layer_total / classified if classified else None  # JSON has no NaN
         return {"count": self.count, "errors": self.errors, "empty": self.empty,
                 "truncated": self.truncated,
                 "seconds": round(seconds, 3),
                 "texts_per_s": round(self.count / seconds, 1) if seconds else None,
-                "mean_exit_layer": round(mean, 4),
-                "computation_cost": round(mean / self.num_layers, 4),
+                "mean_exit_layer": None if mean is None else round(mean, 4),
+                "computation_cost": None if mean is None else round(mean / self.num_layers, 4),
                 "exit_histogram": {str(k): self.histogram[k] for k in sorted(self.histogram)}}
 
 

@@ -592,6 +592,8 @@ def restore_best_params(workdir: str | Path) -> tuple[ElbertModel, Params, dict]
     """Model, best params and ``model.json`` (labels, exit defaults) of a trained workdir, with
     ``best_step``, the step the best checkpoint was saved at (what a report was made from)."""
     workdir = Path(workdir)
+    if not (workdir / "model.json").is_file():
+        raise FileNotFoundError(f"{workdir}: not a workdir written by train.py (no model.json)")
     meta = json.loads((workdir / "model.json").read_text())
     config = EncoderConfig(**meta["encoder"])
     abstract = jax.eval_shape(lambda: init_params(config))

@@ -128,7 +128,9 @@ def test_a_sweep_point_becomes_the_policy_that_gives_it(name):
         assert float(oracle(policy, probs).layer.mean()) / 6 == pytest.approx(row["cost"])
 
 
-@pytest.mark.parametrize("kwargs", [dict(name="nope"), dict(variant="bias_9"), dict(window=0)])
+@pytest.mark.parametrize("kwargs", [dict(name="nope"), dict(variant="bias_9"), dict(window=0),
+                                    dict(threshold=float("nan")), dict(threshold=float("inf")),
+                                    dict(margin=-0.1), dict(spread=float("nan"))])
 def test_policy_validation(kwargs):
     with pytest.raises(ValueError):
         ExitPolicy(**kwargs)

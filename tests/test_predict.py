@@ -104,6 +104,14 @@ def test_write_rows_and_summary():
     assert report["computation_cost"] == 0.75 and report["exit_histogram"] == {"2": 1, "4": 1}
 
 
+def test_summary_of_no_classified_rows_is_valid_json():
+    summary = Summary(num_layers=4)
+    summary.add({"id": 0, "error": "no text"})
+    report = json.loads(json.dumps(summary.report()), parse_constant=pytest.fail)  # no NaN
+    assert report["count"] == 1 and report["errors"] == 1
+    assert report["mean_exit_layer"] is None and report["computation_cost"] is None
+
+
 def test_infer_cli_files_stdin_and_errors(trained, tmp_path):
     workdir, _ = trained
     source = tmp_path / "news.jsonl"

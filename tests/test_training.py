@@ -406,3 +406,10 @@ def test_split_seed_fixes_the_split_apart_from_the_run_seed():
     for name in ("train", "validation", "test"):
         assert getattr(same, name).texts == getattr(base, name).texts, name
     assert other.test.texts != base.test.texts
+
+
+def test_a_folder_that_is_not_a_workdir_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a workdir written by train.py"):
+        training.restore_best_params(tmp_path)
+    with pytest.raises(FileNotFoundError, match="not a workdir"):
+        Predictor.from_workdir(tmp_path / "missing")
