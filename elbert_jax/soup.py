@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -39,22 +38,6 @@ def average_params(trees: Sequence[Params]) -> Params:
     """The leaf-wise mean, in float32, summed in the given order (deterministic)."""
     return jax.tree.map(lambda *leaves: np.mean(np.stack([np.asarray(x, np.float32)
                                                           for x in leaves]), 0), *trees)
-
-
-def _run_config(workdir: Path) -> ml_collections.ConfigDict:
-    """The run's config over today's defaults: a run saved before a key existed lacks it."""
-    config = training.base_config()
-    config.update(json.loads((workdir / "config.json").read_text()))
-    return config
-
-
-def _split_of(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """What decides the data and split: the data section with the split's seed resolved."""
-    d = config.data.to_dict()
-    d["split_seed"] = d["split_seed"] if d["split_seed"] >= 0 else config.seed
-    del d["group_by_length"]  # the training batch order, not the data
-    del d["agreement_targets"]  # training targets; the splits and their labels are the same
-    return d
 
 
 def _shape_of(key: str, value: Any) -> Any:
@@ -85,15 +68,15 @@ def make_soup(workdirs: Sequence[str | Path], out: str | Path,
     first = workdirs[0]
     loaded = [training.restore_best_params(w) for w in workdirs]
     model, _, meta = loaded[0]
-    config = _run_config(first)
-    split = _split_of(config)
+    config = training.saved_config(first)
+    split = training.split_identity(config)
     ingredients, trees = [], []
     for workdir, (_, params_w, meta_w) in zip(workdirs, loaded):
         for key in ("encoder", "label_names", "max_length", "buckets"):
             if _shape_of(key, meta_w[key]) != _shape_of(key, meta[key]):
                 raise ValueError(f"{workdir}: model.json's {key} differs from {first}'s; a soup "
                                  "averages runs of one architecture, label set and input length")
-        if _split_of(_run_config(workdir)) != split:
+        if training.split_identity(training.saved_config(workdir)) != split:
             raise ValueError(f"{workdir}: another data split than {first} (config.json's data "
                              "section or seed); set data.split_seed to train runs on one split")
         if not _same_tokenizer(first / "tokenizer", workdir / "tokenizer"):

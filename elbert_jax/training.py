@@ -588,6 +588,27 @@ def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
+def saved_config(workdir: str | Path) -> ml_collections.ConfigDict:
+    """A workdir's ``config.json`` over today's defaults: a run saved before a key existed lacks
+    it."""
+    path = Path(workdir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{workdir}: not a workdir written by train.py (no config.json)")
+    config = base_config()
+    config.update(json.loads(path.read_text()))
+    return config
+
+
+def split_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """What decides a run's texts and split: the data section with the split's seed resolved.
+    Runs with equal identities were trained and scored on the same texts."""
+    d = config.data.to_dict()
+    d["split_seed"] = d["split_seed"] if d["split_seed"] >= 0 else config.seed
+    del d["group_by_length"]  # the training batch order, not the data
+    del d["agreement_targets"]  # training targets; the splits and their labels are the same
+    return d
+
+
 def restore_best_params(workdir: str | Path) -> tuple[ElbertModel, Params, dict]:
     """Model, best params and ``model.json`` (labels, exit defaults) of a trained workdir, with
     ``best_step``, the step the best checkpoint was saved at (what a report was made from)."""

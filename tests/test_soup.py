@@ -19,15 +19,6 @@ from elbert_jax.predict import Predictor
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.py"
 
 
-@pytest.fixture(scope="module")
-def second_run(tmp_path_factory):
-    """Another tiny run on the `trained` fixture's split (seed 0): other init, order and dropout."""
-    workdir = tmp_path_factory.mktemp("tiny_seed1")
-    config = training.load_config_file(TINY, **{"seed": 1, "data.split_seed": 0, "train.epochs": 1})
-    training.train_and_evaluate(config, workdir)
-    return workdir
-
-
 def _records(workdir):
     return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
