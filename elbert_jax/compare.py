@@ -4,6 +4,12 @@ and every text of the chosen split is scored by both best checkpoints at one exi
 
     python -m elbert_jax.compare --a runs/SP_s0 runs/SP_s1 runs/SP_s2 \\
         --b runs/SOUP_s0 runs/SOUP_s1 runs/SOUP_s2 [--split test] [--layer 6] [--json]
+    python -m elbert_jax.compare --a runs/X_s0 runs/X_s1 --b runs/X_s0 runs/X_s1 --b_policy cwb
+
+A side is scored at its last exit (or ``--layer``), or with ``--a_policy``/``--b_policy`` NAME
+under the setting of that exit policy which ``train.py --mode report`` chose on validation (what
+``infer.py --from_report`` serves), with its computation cost: the second command asks whether
+early exit with CWB costs accuracy that the test texts can see.
 
 Per pair and pooled over the pairs: texts right, the discordant texts (right under one recipe
 only), McNemar's exact test on them (the p-value of "both recipes are equally accurate"), and a
@@ -22,20 +28,23 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
 from elbert_jax import data as data_lib
-from elbert_jax import training
+from elbert_jax import exits, report, training
 from elbert_jax.tokenizer import load_tokenizer
 
 SPLITS = ("validation", "test")
 
 
-def right_per_text(workdir: str | Path, split: str = "test", layer: int | None = None
-                   ) -> tuple[np.ndarray, dict[str, Any]]:
-    """[N] bool, whether the workdir's best checkpoint gets each text of ``split`` right at exit
-    ``layer`` (1-based; default the last), in split order; and the split's identity."""
+def right_per_text(workdir: str | Path, split: str = "test", layer: int | None = None,
+                   policy: str | None = None) -> tuple[np.ndarray, dict[str, Any], float]:
+    """[N] bool, whether the workdir's best checkpoint gets each text of ``split`` right, in
+    split order, at exit ``layer`` (1-based; default the last) or under the setting of exit
+    policy ``policy`` chosen on validation by the workdir's report; the split's identity; and
+    the computation cost (mean exit layer / L)."""
     if split not in SPLITS:
         raise ValueError(f"split {split!r} is not one of {SPLITS}")
     workdir = Path(workdir)
@@ -49,7 +58,13 @@ def right_per_text(workdir: str | Path, split: str = "test", layer: int | None =
     encoded = data_lib.encode(load_tokenizer(workdir / "tokenizer"), texts, meta["max_length"])
     probs = training.exit_probabilities(training.make_prob_fn(model), params, encoded,
                                         config.train.eval_batch_size, meta["buckets"])
-    return probs[layer - 1].argmax(-1) == encoded.labels, training.split_identity(config)
+    identity = training.split_identity(config)
+    if policy is None:
+        return probs[layer - 1].argmax(-1) == encoded.labels, identity, layer / num_layers
+    chosen = report.validated_policy(workdir, policy, meta["best_step"])
+    exited = exits.oracle(chosen, jnp.asarray(probs))
+    cost = float(np.mean(np.asarray(exited.layer))) / num_layers
+    return np.asarray(exited.prediction) == encoded.labels, identity, cost
 
 
 def mcnemar(a_right: np.ndarray, b_right: np.ndarray) -> dict[str, Any]:
@@ -81,42 +96,53 @@ def bootstrap_interval(pairs: Sequence[tuple[np.ndarray, np.ndarray]], resamples
 
 
 def compare(a_runs: Sequence[str | Path], b_runs: Sequence[str | Path], split: str = "test",
-            layer: int | None = None, resamples: int = 10_000, seed: int = 0) -> dict[str, Any]:
+            layer: int | None = None, resamples: int = 10_000, seed: int = 0,
+            a_policy: str | None = None, b_policy: str | None = None) -> dict[str, Any]:
     """Each pair's and the pooled comparison (module docstring); pairs on different splits are
-    refused, each named."""
+    refused, each named. ``a_policy``/``b_policy``: score that side under the exit policy its
+    report chose on validation instead of at ``layer``."""
     if len(a_runs) != len(b_runs) or not a_runs:
         raise ValueError(f"--a and --b need as many runs each (one per split), not "
                          f"{len(a_runs)} and {len(b_runs)}")
-    pairs, rows = [], []
+    pairs, rows, costs = [], [], {"a": [], "b": []}
     for a_dir, b_dir in zip(a_runs, b_runs):
-        a_right, a_split = right_per_text(a_dir, split, layer)
-        b_right, b_split = right_per_text(b_dir, split, layer)
+        a_right, a_split, a_cost = right_per_text(a_dir, split, layer, a_policy)
+        b_right, b_split, b_cost = right_per_text(b_dir, split, layer, b_policy)
         if a_split != b_split:
             raise ValueError(f"{a_dir} and {b_dir} were not scored on the same texts (config.json's "
                              "data section or split seed differ); pair runs of one split")
         pairs.append((a_right, b_right))
-        row = {"a": str(a_dir), "b": str(b_dir), **mcnemar(a_right, b_right)}
+        row = {"a": str(a_dir), "b": str(b_dir), "a_cost": a_cost, "b_cost": b_cost,
+               **mcnemar(a_right, b_right)}
+        costs["a"].append((a_cost, a_right.size))
+        costs["b"].append((b_cost, b_right.size))
         row["interval"] = bootstrap_interval([(a_right, b_right)], resamples, seed=seed)
         rows.append(row)
     pooled = mcnemar(np.concatenate([a for a, _ in pairs]), np.concatenate([b for _, b in pairs]))
     pooled["interval"] = bootstrap_interval(pairs, resamples, seed=seed)
-    return {"split": split, "layer": layer, "resamples": resamples, "pairs": rows,
-            "pooled": pooled}
+    for side, per_pair in costs.items():  # mean over all texts
+        pooled[f"{side}_cost"] = sum(c * n for c, n in per_pair) / sum(n for _, n in per_pair)
+    return {"split": split, "layer": layer, "a_policy": a_policy, "b_policy": b_policy,
+            "resamples": resamples, "pairs": rows, "pooled": pooled}
 
 
 def markdown(result: dict[str, Any]) -> str:
-    exit_name = "last exit" if result["layer"] is None else f"exit {result['layer']}"
-    lines = [f"{result['split']}, {exit_name}: B minus A, with a 95% paired bootstrap interval "
-             f"({result['resamples']} resamples)", "",
+    fixed = "last exit" if result["layer"] is None else f"exit {result['layer']}"
+    sides = [f"{side} at {fixed}" if result[f"{side.lower()}_policy"] is None else
+             f"{side} with {result[f'{side.lower()}_policy']} chosen on validation"
+             for side in "AB"]
+    lines = [f"{result['split']}, {sides[0]}, {sides[1]}: B minus A, with a 95% paired bootstrap "
+             f"interval ({result['resamples']} resamples)", "",
              "| pair | texts | A right | B right | B - A (points) | 95% interval | right under A only "
-             "| under B only | McNemar p |", "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+             "| under B only | McNemar p | cost A / B |",
+             "|---|---:|---:|---:|---:|---|---:|---:|---:|---|"]
     named = [(f"{Path(r['a']).name} / {Path(r['b']).name}", r) for r in result["pairs"]]
     for name, r in named + [("**pooled**", result["pooled"])]:
         low, high = r["interval"]
         diff = 100 * (r["b_right"] - r["a_right"]) / r["texts"]
         lines.append(f"| {name} | {r['texts']} | {r['a_right']} | {r['b_right']} | {diff:+.2f} | "
                      f"[{low:+.2f}, {high:+.2f}] | {r['a_only']} | {r['b_only']} | "
-                     f"{r['p_mcnemar']:.3g} |")
+                     f"{r['p_mcnemar']:.3g} | {r['a_cost']:.2f} / {r['b_cost']:.2f} |")
     return "\n".join(lines)
 
 
@@ -127,6 +153,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--b", nargs="+", required=True, help="recipe B's, in the same order")
     parser.add_argument("--split", choices=SPLITS, default="test")
     parser.add_argument("--layer", type=int, default=None, help="1-based exit (default: the last)")
+    for side in "ab":
+        parser.add_argument(f"--{side}_policy", default=None, choices=exits.POLICIES,
+                            help=f"score --{side} under this policy's setting chosen on validation "
+                            "by its report (default: at --layer)")
     parser.add_argument("--resamples", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0, help="the bootstrap's random seed")
     parser.add_argument("--json", action="store_true", help="JSON instead of a markdown table")
@@ -134,7 +164,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.resamples < 1:
         parser.error("--resamples must be >= 1")
     try:
-        result = compare(args.a, args.b, args.split, args.layer, args.resamples, args.seed)
+        result = compare(args.a, args.b, args.split, args.layer, args.resamples, args.seed,
+                         args.a_policy, args.b_policy)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     print(json.dumps(result) if args.json else markdown(result), file=sys.stdout)

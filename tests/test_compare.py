@@ -72,3 +72,24 @@ def test_compare_refuses_unpaired_runs(trained, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         compare_lib.main(["--a", str(tmp_path), "--b", str(first)])
     assert exit_.value.code == 2 and "not a workdir written by train.py" in capsys.readouterr().err
+
+
+def test_a_side_under_the_policy_its_report_chose(trained, tmp_path):
+    from elbert_jax import report, training
+
+    workdir = tmp_path / "run"
+    shutil.copytree(trained[0], workdir)
+    with pytest.raises(FileNotFoundError, match="no report"):
+        compare_lib.compare([workdir], [workdir], b_policy="cwb", resamples=10)
+    config = training.saved_config(workdir)
+    chosen = report.write_report(config, workdir, max_cost=1.0)["chosen_on_validation"]["best"]
+    result = compare_lib.compare([workdir], [workdir], b_policy="cwb", resamples=50)
+    pooled, cwb = result["pooled"], chosen["cwb"]
+    texts = pooled["texts"]
+    assert pooled["a_right"] == summary_lib.run_summary(workdir)["test_right"]
+    assert pooled["a_cost"] == 1.0
+    assert pooled["b_right"] == round(cwb["test_accuracy"] * texts)
+    assert pooled["b_cost"] == pytest.approx(cwb["test_cost"], abs=1e-6)
+    table = compare_lib.markdown(result)
+    assert "A at last exit, B with cwb chosen on validation" in table
+    assert f"| 1.00 / {cwb['test_cost']:.2f} |" in table
