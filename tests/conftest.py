@@ -79,3 +79,17 @@ def second_run(tmp_path_factory, trained):
                                        **{"seed": 1, "data.split_seed": 0, "train.epochs": 1})
     training.train_and_evaluate(config, workdir)
     return workdir
+
+
+@pytest.fixture
+def other_split_run(trained, tmp_path):
+    """A copy of the `trained` workdir whose config.json names another split (split seed 7)."""
+    import json
+    import shutil
+
+    other = tmp_path / "other_split"
+    shutil.copytree(trained[0], other)
+    config = json.loads((other / "config.json").read_text())
+    config["data"]["split_seed"] = 7
+    (other / "config.json").write_text(json.dumps(config))
+    return other

@@ -56,13 +56,9 @@ def test_compare_runs_reproduces_their_test_scores(trained, second_run, capsys):
     assert "**pooled**" in capsys.readouterr().out
 
 
-def test_compare_refuses_unpaired_runs(trained, tmp_path, capsys):
+def test_compare_refuses_unpaired_runs(trained, tmp_path, capsys, other_split_run):
     first, _ = trained
-    other = tmp_path / "other_split"
-    shutil.copytree(first, other)
-    config = json.loads((other / "config.json").read_text())
-    config["data"]["split_seed"] = 7
-    (other / "config.json").write_text(json.dumps(config))
+    other = other_split_run
     with pytest.raises(ValueError, match="not scored on the same texts"):
         compare_lib.compare([first], [other], resamples=10)
     with pytest.raises(ValueError, match="as many runs"):

@@ -51,13 +51,9 @@ def test_soup_is_the_mean_and_serves_like_a_run(trained, second_run, tmp_path):
     assert reported["chosen_on_validation"]["best"]
 
 
-def test_soup_refuses_mixed_splits_and_a_used_folder(trained, tmp_path, capsys):
+def test_soup_refuses_mixed_splits_and_a_used_folder(trained, tmp_path, capsys, other_split_run):
     first, _ = trained
-    other = tmp_path / "other_split"
-    shutil.copytree(first, other)
-    config = json.loads((other / "config.json").read_text())
-    config["data"]["split_seed"] = 7
-    (other / "config.json").write_text(json.dumps(config))
+    other = other_split_run
     with pytest.raises(ValueError, match="other_split: another data split"):
         soup_lib.make_soup([first, other], tmp_path / "soup")
     (tmp_path / "used").mkdir()
