@@ -32,9 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from elbert_jax import data as data_lib
 from elbert_jax import exits, report, training
-from elbert_jax.tokenizer import load_tokenizer
 
 SPLITS = ("validation", "test")
 
@@ -49,22 +47,21 @@ def right_per_text(workdir: str | Path, split: str = "test", layer: int | None =
         raise ValueError(f"split {split!r} is not one of {SPLITS}")
     workdir = Path(workdir)
     config = training.saved_config(workdir)
-    model, params, meta = training.restore_best_params(workdir)
+    texts = getattr(training.load_splits(config), split)
+    probs, model, meta = training.workdir_probabilities(workdir, texts,
+                                                        config.train.eval_batch_size)
+    labels = texts.labels
     num_layers = model.config.num_hidden_layers
     layer = num_layers if layer is None else layer
     if not 1 <= layer <= num_layers:
         raise ValueError(f"layer={layer}: {workdir} has exits 1..{num_layers}")
-    texts = getattr(training.load_splits(config), split)
-    encoded = data_lib.encode(load_tokenizer(workdir / "tokenizer"), texts, meta["max_length"])
-    probs = training.exit_probabilities(training.make_prob_fn(model), params, encoded,
-                                        config.train.eval_batch_size, meta["buckets"])
     identity = training.split_identity(config)
     if policy is None:
-        return probs[layer - 1].argmax(-1) == encoded.labels, identity, layer / num_layers
+        return probs[layer - 1].argmax(-1) == labels, identity, layer / num_layers
     chosen = report.validated_policy(workdir, policy, meta["best_step"])
     exited = exits.oracle(chosen, jnp.asarray(probs))
     cost = float(np.mean(np.asarray(exited.layer))) / num_layers
-    return np.asarray(exited.prediction) == encoded.labels, identity, cost
+    return np.asarray(exited.prediction) == labels, identity, cost
 
 
 def mcnemar(a_right: np.ndarray, b_right: np.ndarray) -> dict[str, Any]:

@@ -79,6 +79,9 @@ def base_config() -> ml_collections.ConfigDict:
         distill_weight=0.0, distill_temperature=1.0,
         label_smoothing=0.0,  # > 0: each exit's cross-entropy against (1 - eps) one-hot + eps / K
         rdrop=0.0,  # > 0: R-Drop, two dropout passes per row, + rdrop x their symmetric KL per exit
+        teacher="",  # a trained workdir: every exit also learns its last exit's train probabilities
+        teacher_weight=0.5,  # targets = (1 - w) labels + w teacher probabilities
+        teacher_temperature=1.0,  # the teacher's probabilities from logits / T
         ema_decay=0.0,  # > 0: evaluate, select and save an EMA of the encoder params (Polyak)
         layer_lr_decay=1.0,  # < 1: layer-wise lr decay, lr x decay^(depth below the top group)
         log_every=20, checkpoint_every=0, keep_checkpoints=2, select_metric="accuracy",
@@ -174,6 +177,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         (t.distill_temperature > 0, f"train.distill_temperature={t.distill_temperature} must be > 0"),
         (0 <= t.label_smoothing < 1, f"train.label_smoothing={t.label_smoothing} must be in [0, 1)"),
         (t.rdrop >= 0, f"train.rdrop={t.rdrop} must be >= 0"),
+        (0 < t.teacher_weight <= 1, f"train.teacher_weight={t.teacher_weight} must be in (0, 1]"),
+        (t.teacher_temperature > 0,
+         f"train.teacher_temperature={t.teacher_temperature} must be > 0"),
+        (not t.teacher or (Path(t.teacher) / "model.json").is_file(),
+         f"train.teacher={t.teacher!r} is not a workdir written by train.py (no model.json)"),
         (0 <= t.ema_decay < 1, f"train.ema_decay={t.ema_decay} must be in [0, 1)"),
         (0 < t.layer_lr_decay <= 1, f"train.layer_lr_decay={t.layer_lr_decay} must be in (0, 1]"),
         (t.data_parallel in ("auto", "off"), f"train.data_parallel={t.data_parallel!r} is not auto/off"),
@@ -334,6 +342,43 @@ def build_model(config: ml_collections.ConfigDict, splits: data_lib.Splits, work
                                 pad_token_id=tokenizer.pad_token_id, **fields)
         model, params = ElbertModel(encoder), init_params(encoder, config.seed)
     return model, params, tokenizer
+
+
+def workdir_probabilities(workdir: str | Path, texts: data_lib.TextSet, batch_size: int = 128
+                          ) -> tuple[np.ndarray, ElbertModel, dict[str, Any]]:
+    """[L, N, K] exit probabilities of a trained workdir's best checkpoint for ``texts``, with its
+    own tokenizer and input length; the model and ``model.json`` (``restore_best_params``)."""
+    model, params, meta = restore_best_params(workdir)
+    encoded = data_lib.encode(load_tokenizer(Path(workdir) / "tokenizer"), texts, meta["max_length"])
+    probs = exit_probabilities(make_prob_fn(model), params, encoded, batch_size, meta["buckets"])
+    return probs, model, meta
+
+
+def teacher_targets(t: ml_collections.ConfigDict, splits: data_lib.Splits
+                    ) -> tuple[np.ndarray, dict[str, Any]]:
+    """Training targets that mix the labels (or their soft targets) with ``t.teacher``'s last-exit
+    probabilities at temperature ``t.teacher_temperature`` (Hinton et al.'s soft targets; a teacher
+    of the same architecture makes a born-again network, Furlanello et al. 2018). The teacher may
+    be another architecture or tokenizer; it must predict the same labels. Its probabilities on
+    the training texts are what it learnt from, so a temperature > 1 is what shows its
+    second choices."""
+    train = splits.train
+    probs, _, meta = workdir_probabilities(t.teacher, train)
+    if meta["label_names"] != splits.label_names:
+        raise ValueError(f"train.teacher={t.teacher} predicts {meta['label_names']}, this run "
+                         f"{splits.label_names}")
+    tempered = np.exp(np.log(np.maximum(probs[-1], 1e-30)) / t.teacher_temperature)
+    tempered /= tempered.sum(-1, keepdims=True)
+    labels = (train.targets if train.targets is not None
+              else np.eye(len(splits.label_names), dtype=np.float32)[train.labels])
+    targets = ((1 - t.teacher_weight) * labels + t.teacher_weight * tempered).astype(np.float32)
+    stats = {"workdir": str(t.teacher), "best_step": meta["best_step"],
+             "train_accuracy": round(float((probs[-1].argmax(-1) == train.labels).mean()), 4),
+             "mean_target_of_label": round(float(targets[np.arange(len(train)), train.labels].mean()),
+                                           4)}
+    log.info("teacher %s: train accuracy %.4f, mean target of the label %.4f", t.teacher,
+             stats["train_accuracy"], stats["mean_target_of_label"])
+    return targets, stats
 
 
 # ---------------------------------------------------------------- optimisation
@@ -650,6 +695,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
         raise ValueError("train.rdrop compares two dropout passes, but the model's dropout rates "
                          "(hidden, attention, classifier) are all 0")
     _check_resumable(workdir, dataclasses.asdict(model.config), splits.label_names)
+    if config.train.teacher:
+        splits.train.targets, splits.stats["teacher"] = teacher_targets(config.train, splits)
     policy = exit_policy(config)
     d, t = config.data, config.train
     buckets = tokenizer.buckets(d.max_length, d.buckets)

@@ -227,7 +227,7 @@ def test_config_validation_types_and_impossible_values():
            "data.bad_rows": "ignore", "train.data_parallel": "maybe", "train.log_every": 0,
            "model.classifier_dropout_prob": 1.5, "data.label_names": ["a", "a"],
            "train.ema_decay": 1.0, "train.layer_lr_decay": 0.0, "train.label_smoothing": 1.0,
-           "train.rdrop": -1.0}
+           "train.rdrop": -1.0, "train.teacher_weight": 0.0, "train.teacher_temperature": 0.0}
     with pytest.raises(ValueError) as err:
         training.validate_config(tiny(**bad))
     for expected in ("train batch sizes", "hidden_size=31 is not a multiple of num_attention_heads=2",
@@ -235,7 +235,8 @@ def test_config_validation_types_and_impossible_values():
                      "data.bad_rows='ignore'", "train.data_parallel='maybe'", "train.log_every=0",
                      "dropout", "data.label_names=['a', 'a']", "train.ema_decay=1.0 must be",
                      "train.layer_lr_decay=0.0 must be", "train.label_smoothing=1.0 must be",
-                     "train.rdrop=-1.0 must be"):
+                     "train.rdrop=-1.0 must be", "train.teacher_weight=0.0 must be",
+                     "train.teacher_temperature=0.0 must be"):
         assert expected in str(err.value)
 
 
@@ -413,3 +414,40 @@ def test_a_folder_that_is_not_a_workdir_is_named(tmp_path):
         training.restore_best_params(tmp_path)
     with pytest.raises(FileNotFoundError, match="not a workdir"):
         Predictor.from_workdir(tmp_path / "missing")
+
+
+def test_teacher_targets_mix_labels_with_the_tempered_teacher(trained):
+    workdir, _ = trained
+    splits = training.load_splits(training.saved_config(workdir))
+    probs, _, _ = training.workdir_probabilities(workdir, splits.train)
+    teacher = probs[-1]
+    one_hot = np.eye(3, dtype=np.float32)[splits.train.labels]
+
+    def targets(**changes):
+        t = tiny(**{"train.teacher": str(workdir), **changes}).train
+        return training.teacher_targets(t, splits)
+
+    only_teacher, stats = targets(**{"train.teacher_weight": 1.0})
+    np.testing.assert_allclose(only_teacher, teacher, rtol=1e-5, atol=1e-7)
+    assert stats["train_accuracy"] == pytest.approx((teacher.argmax(-1) == splits.train.labels).mean(),
+                                                    abs=1e-4)
+    mixed, _ = targets(**{"train.teacher_temperature": 2.0})
+    tempered = np.sqrt(teacher) / np.sqrt(teacher).sum(-1, keepdims=True)
+    np.testing.assert_allclose(mixed, 0.5 * one_hot + 0.5 * tempered, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mixed.sum(-1), 1.0, rtol=1e-5)
+    splits.label_names = ["bad", "good", "ugly"]
+    with pytest.raises(ValueError, match="predicts"):
+        targets()
+
+
+def test_a_student_trains_on_its_teacher(trained, tmp_path):
+    workdir, _ = trained
+    student = tmp_path / "student"
+    training.train_and_evaluate(tiny(**{"train.epochs": 1, "seed": 3, "data.split_seed": 0,
+                                        "train.teacher": str(workdir)}), student)
+    stats = json.loads((student / "model.json").read_text())["data_stats"]["teacher"]
+    assert stats["workdir"] == str(workdir) and 0 < stats["mean_target_of_label"] < 1
+    with pytest.raises(ValueError, match="train.teacher=.* is not a workdir written by train.py"):
+        training.train_and_evaluate(tiny(**{"train.teacher": str(tmp_path / "none")}),
+                                    tmp_path / "orphan")
+    assert not (tmp_path / "orphan").exists()  # refused before anything is written
