@@ -101,13 +101,15 @@ def compare(a_runs: Sequence[str | Path], b_runs: Sequence[str | Path], split: s
     if len(a_runs) != len(b_runs) or not a_runs:
         raise ValueError(f"--a and --b need as many runs each (one per split), not "
                          f"{len(a_runs)} and {len(b_runs)}")
-    pairs, rows, costs = [], [], {"a": [], "b": []}
-    for a_dir, b_dir in zip(a_runs, b_runs):
-        a_right, a_split, a_cost = right_per_text(a_dir, split, layer, a_policy)
-        b_right, b_split, b_cost = right_per_text(b_dir, split, layer, b_policy)
-        if a_split != b_split:
+    identity = lambda workdir: training.split_identity(training.saved_config(workdir))  # noqa: E731
+    for a_dir, b_dir in zip(a_runs, b_runs):  # before any model runs
+        if identity(a_dir) != identity(b_dir):
             raise ValueError(f"{a_dir} and {b_dir} were not scored on the same texts (config.json's "
                              "data section or split seed differ); pair runs of one split")
+    pairs, rows, costs = [], [], {"a": [], "b": []}
+    for a_dir, b_dir in zip(a_runs, b_runs):
+        a_right, _, a_cost = right_per_text(a_dir, split, layer, a_policy)
+        b_right, _, b_cost = right_per_text(b_dir, split, layer, b_policy)
         pairs.append((a_right, b_right))
         row = {"a": str(a_dir), "b": str(b_dir), "a_cost": a_cost, "b_cost": b_cost,
                **mcnemar(a_right, b_right)}
