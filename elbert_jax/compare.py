@@ -32,36 +32,41 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
+from elbert_jax import data as data_lib
 from elbert_jax import exits, report, training
 
 SPLITS = ("validation", "test")
 
 
 def right_per_text(workdir: str | Path, split: str = "test", layer: int | None = None,
-                   policy: str | None = None) -> tuple[np.ndarray, dict[str, Any], float]:
+                   policy: str | None = None) -> tuple[np.ndarray, float]:
     """[N] bool, whether the workdir's best checkpoint gets each text of ``split`` right, in
     split order, at exit ``layer`` (1-based; default the last) or under the setting of exit
-    policy ``policy`` chosen on validation by the workdir's report; the split's identity; and
-    the computation cost (mean exit layer / L)."""
+    policy ``policy`` chosen on validation by the workdir's report; and the computation cost
+    (mean exit layer / L)."""
+    return _right(workdir, _texts(workdir, split), layer, policy)
+
+
+def _texts(workdir: str | Path, split: str) -> data_lib.TextSet:
     if split not in SPLITS:
         raise ValueError(f"split {split!r} is not one of {SPLITS}")
-    workdir = Path(workdir)
-    config = training.saved_config(workdir)
-    texts = getattr(training.load_splits(config), split)
-    probs, model, meta = training.workdir_probabilities(workdir, texts,
-                                                        config.train.eval_batch_size)
-    labels = texts.labels
+    return getattr(training.load_splits(training.saved_config(workdir)), split)
+
+
+def _right(workdir: str | Path, texts: data_lib.TextSet, layer: int | None,
+           policy: str | None) -> tuple[np.ndarray, float]:
+    probs, model, meta = training.workdir_probabilities(
+        workdir, texts, training.saved_config(workdir).train.eval_batch_size)
     num_layers = model.config.num_hidden_layers
     layer = num_layers if layer is None else layer
     if not 1 <= layer <= num_layers:
         raise ValueError(f"layer={layer}: {workdir} has exits 1..{num_layers}")
-    identity = training.split_identity(config)
     if policy is None:
-        return probs[layer - 1].argmax(-1) == labels, identity, layer / num_layers
+        return probs[layer - 1].argmax(-1) == texts.labels, layer / num_layers
     chosen = report.validated_policy(workdir, policy, meta["best_step"])
     exited = exits.oracle(chosen, jnp.asarray(probs))
     cost = float(np.mean(np.asarray(exited.layer))) / num_layers
-    return np.asarray(exited.prediction) == labels, identity, cost
+    return np.asarray(exited.prediction) == texts.labels, cost
 
 
 def mcnemar(a_right: np.ndarray, b_right: np.ndarray) -> dict[str, Any]:
@@ -106,21 +111,19 @@ def compare(a_runs: Sequence[str | Path], b_runs: Sequence[str | Path], split: s
         if identity(a_dir) != identity(b_dir):
             raise ValueError(f"{a_dir} and {b_dir} were not scored on the same texts (config.json's "
                              "data section or split seed differ); pair runs of one split")
-    pairs, rows, costs = [], [], {"a": [], "b": []}
+    pairs, rows = [], []
     for a_dir, b_dir in zip(a_runs, b_runs):
-        a_right, _, a_cost = right_per_text(a_dir, split, layer, a_policy)
-        b_right, _, b_cost = right_per_text(b_dir, split, layer, b_policy)
+        texts = _texts(a_dir, split)  # b_dir's too: the identities are equal
+        a_right, a_cost = _right(a_dir, texts, layer, a_policy)
+        b_right, b_cost = _right(b_dir, texts, layer, b_policy)
         pairs.append((a_right, b_right))
-        row = {"a": str(a_dir), "b": str(b_dir), "a_cost": a_cost, "b_cost": b_cost,
-               **mcnemar(a_right, b_right)}
-        costs["a"].append((a_cost, a_right.size))
-        costs["b"].append((b_cost, b_right.size))
-        row["interval"] = bootstrap_interval([(a_right, b_right)], resamples, seed=seed)
-        rows.append(row)
+        rows.append({"a": str(a_dir), "b": str(b_dir), "a_cost": a_cost, "b_cost": b_cost,
+                     **mcnemar(a_right, b_right),
+                     "interval": bootstrap_interval([(a_right, b_right)], resamples, seed=seed)})
     pooled = mcnemar(np.concatenate([a for a, _ in pairs]), np.concatenate([b for _, b in pairs]))
     pooled["interval"] = bootstrap_interval(pairs, resamples, seed=seed)
-    for side, per_pair in costs.items():  # mean over all texts
-        pooled[f"{side}_cost"] = sum(c * n for c, n in per_pair) / sum(n for _, n in per_pair)
+    for side in "ab":  # the mean over all texts
+        pooled[f"{side}_cost"] = sum(r[f"{side}_cost"] * r["texts"] for r in rows) / pooled["texts"]
     return {"split": split, "layer": layer, "a_policy": a_policy, "b_policy": b_policy,
             "resamples": resamples, "pairs": rows, "pooled": pooled}
 
