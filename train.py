@@ -3,6 +3,8 @@
   python train.py --config configs/demo.py --workdir runs/demo               # train (resumes)
   python train.py --config configs/demo.py --workdir runs/demo --mode report # sweeps + plots
   python train.py --config configs/demo.py --workdir runs/demo --mode export --export_dir out/
+  python train.py --config configs/fsa_minilm.py --workdir runs/tapt --mode pretrain  # masked LM
+      on the training texts; then train with --config.model.name_or_path=runs/tapt/encoder
 Override any config key: --config.train.epochs=5 --config.model.dtype=bfloat16
 """
 
@@ -14,7 +16,7 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 flags.DEFINE_string("workdir", None, "Run folder: checkpoints, metrics, reports.", required=True)
-flags.DEFINE_enum("mode", "train", ["train", "report", "export"], "What to do.")
+flags.DEFINE_enum("mode", "train", ["train", "report", "export", "pretrain"], "What to do.")
 flags.DEFINE_string("export_dir", None, "Where --mode export writes the transformers folder.")
 flags.DEFINE_string("split", "test", "Split that --mode report evaluates.")
 flags.DEFINE_float("max_cost", 0.5, "--mode report on test: each policy's setting is chosen on "
@@ -30,10 +32,12 @@ def main(argv):
 
     parallel.configure_xla()
     logging.getLogger("elbert_jax").setLevel(logging.INFO)
-    from elbert_jax import report, training
+    from elbert_jax import pretrain, report, training
 
     if FLAGS.mode == "train":
         result = training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    elif FLAGS.mode == "pretrain":
+        result = pretrain.pretrain(FLAGS.config, FLAGS.workdir)
     elif FLAGS.mode == "report":
         result = report.write_report(FLAGS.config, FLAGS.workdir, FLAGS.split, FLAGS.max_cost)
     else:

@@ -234,6 +234,54 @@ def state_dict_from_params(config: EncoderConfig, params: Params) -> dict[str, n
     return state
 
 
+def mlm_head_names(config: EncoderConfig) -> dict[tuple[str, ...], str]:
+    """Our masked-LM head's parameter paths (``pretrain.MaskedLMHead``) and their keys in
+    transformers' ``AlbertForMaskedLM``/``BertForMaskedLM``. Their decoder weight is the word
+    embedding table (tied) and their decoder bias is ``bias`` again."""
+    if config.model_type == "albert":
+        prefix = transform = "predictions."
+    else:
+        prefix, transform = "cls.predictions.", "cls.predictions.transform."
+    return {("dense", "kernel"): transform + "dense.weight", ("dense", "bias"): transform + "dense.bias",
+            ("LayerNorm", "scale"): transform + "LayerNorm.weight",
+            ("LayerNorm", "bias"): transform + "LayerNorm.bias", ("bias",): prefix + "bias"}
+
+
+def mlm_head_from_state_dict(config: EncoderConfig, state: Mapping[str, np.ndarray], init: Params
+                             ) -> tuple[Params, bool]:
+    """The masked-LM head of a checkpoint that has one (``*ForPreTraining``/``*ForMaskedLM``), else
+    ``init``; and whether it came from the checkpoint. A partial head is an error."""
+    names = mlm_head_names(config)
+    found = [key for key in names.values() if key in state]
+    if not found:
+        return init, False
+    if len(found) < len(names):
+        raise KeyError(f"the checkpoint's masked-LM head lacks {sorted(set(names.values()) - set(found))}")
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(init))
+    out = {}
+    for path, key in names.items():
+        value = np.asarray(state[key], np.float32)
+        value = value.T if path[-1] == "kernel" else value
+        if value.shape != flat[path].shape:
+            raise ValueError(f"{key!r} has shape {value.shape}, which does not fit {flat[path].shape}")
+        out[path] = jax.numpy.asarray(value)
+    return flax.traverse_util.unflatten_dict(out), True
+
+
+def mlm_head_state_dict(config: EncoderConfig, head: Params, word_embeddings: np.ndarray
+                        ) -> dict[str, np.ndarray]:
+    """transformers' masked-LM head tensors from ours, the tied decoder included."""
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(head))
+    state = {}
+    for path, key in mlm_head_names(config).items():
+        value = np.asarray(flat[path], np.float32)
+        state[key] = np.ascontiguousarray(value.T if path[-1] == "kernel" else value)
+    prefix = "predictions." if config.model_type == "albert" else "cls.predictions."
+    state[prefix + "decoder.weight"] = np.asarray(word_embeddings, np.float32)
+    state[prefix + "decoder.bias"] = state[prefix + "bias"]
+    return state
+
+
 def _resolve(name_or_path: str | os.PathLike) -> Path:
     """A local folder as is; otherwise a hub repo id, downloaded (weights, config, tokenizer)."""
     path = Path(name_or_path).expanduser()
@@ -318,18 +366,23 @@ def load_pretrained(name_or_path: str | os.PathLike, num_labels: int | None = No
 
 
 def save_pretrained(folder: str | os.PathLike, config: EncoderConfig, params: Params,
-                    tokenizer: Any = None, label_names: Sequence[str] | None = None) -> Path:
+                    tokenizer: Any = None, label_names: Sequence[str] | None = None,
+                    classifier: bool = True, extra: Mapping[str, np.ndarray] | None = None) -> Path:
     """Writes a transformers folder: config.json, model.safetensors and the tokenizer's files.
 
     ``AutoModelForSequenceClassification.from_pretrained(folder)`` then gives our last exit's logits.
+    ``classifier=False`` leaves the classifier out (an encoder to fine-tune, whose exits start
+    fresh); ``extra`` adds tensors under their transformers names (a masked-LM head).
     """
     from safetensors.numpy import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config_to_hf(config, label_names).save_pretrained(folder)
-    save_file(state_dict_from_params(config, params), folder / "model.safetensors",
-              metadata={"format": "pt"})
+    state = state_dict_from_params(config, params)
+    if not classifier:
+        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    save_file(state | dict(extra or {}), folder / "model.safetensors", metadata={"format": "pt"})
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
     return folder

@@ -89,6 +89,10 @@ def base_config() -> ml_collections.ConfigDict:
         tensorboard=False,  # also write metrics.jsonl's numbers as TensorBoard scalars (tensorboardX)
         data_parallel="auto",  # "auto": split every batch over all devices (and hosts); "off": one
     ))
+    c.pretrain = ml_collections.ConfigDict(dict(  # train.py --mode pretrain (elbert_jax.pretrain)
+        epochs=10, batch_size=32, lr=1e-4, weight_decay=0.01, warmup_fraction=0.06, clip_norm=1.0,
+        head_lr=1e-3,  # the masked-LM head's; one the checkpoint lacks starts random
+        mask_rate=0.15))
     c.exit = ml_collections.ConfigDict(dict(
         policy="cwb", threshold=0.5, window=4, margin=0.0, variant="bias_1", spread=0.1,
         patience=2, layer=1))
@@ -184,6 +188,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f"train.teacher={t.teacher!r} is not a workdir written by train.py (no model.json)"),
         (0 <= t.ema_decay < 1, f"train.ema_decay={t.ema_decay} must be in [0, 1)"),
         (0 < t.layer_lr_decay <= 1, f"train.layer_lr_decay={t.layer_lr_decay} must be in (0, 1]"),
+        (config.pretrain.epochs >= 1 and config.pretrain.batch_size >= 1,
+         "pretrain.epochs and pretrain.batch_size must be >= 1"),
+        (config.pretrain.lr > 0 and config.pretrain.head_lr > 0 and config.pretrain.clip_norm > 0
+         and config.pretrain.weight_decay >= 0, "pretrain.lr, head_lr and clip_norm must be > 0, "
+         "weight_decay >= 0"),
+        (0 <= config.pretrain.warmup_fraction < 1,
+         f"pretrain.warmup_fraction={config.pretrain.warmup_fraction} must be in [0, 1)"),
+        (0 < config.pretrain.mask_rate < 1,
+         f"pretrain.mask_rate={config.pretrain.mask_rate} must be in (0, 1)"),
         (t.data_parallel in ("auto", "off"), f"train.data_parallel={t.data_parallel!r} is not auto/off"),
         (t.batch_size % devices == 0 and t.eval_batch_size % devices == 0,
          f"train.batch_size={t.batch_size} and train.eval_batch_size={t.eval_batch_size} must be "
@@ -688,6 +701,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
         log.warning("%s differs from this run's config; the workdir's checkpoints are resumed "
                     "anyway (use a new --workdir for a new run)", config_path)
     splits = load_splits(config)
+    if config.model.name_or_path:
+        from elbert_jax.pretrain import check_held_out
+
+        check_held_out(config.model.name_or_path, (("validation", splits.validation),
+                                                   ("test", splits.test)))
     model, params, tokenizer = build_model(config, splits, workdir)
     m = model.config
     if config.train.rdrop and not (m.hidden_dropout_prob or m.attention_probs_dropout_prob

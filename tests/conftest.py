@@ -32,19 +32,18 @@ def shared_path(path: Path) -> Path:
     return path
 
 
-def save_random_hf(folder: Path, kind: str, *, head: bool = True, seed: int = 0, **config) -> Path:
-    """A randomly initialised transformers model saved with ``save_pretrained``."""
+def save_random_hf(folder: Path, kind: str, *, head: bool | str = True, seed: int = 0,
+                   **config) -> Path:
+    """A randomly initialised transformers model saved with ``save_pretrained``: with a
+    classifier (``head=True``), without (False) or with a masked-LM head (``head="mlm"``)."""
     torch = pytest.importorskip("torch")
     import transformers
 
     torch.manual_seed(seed)
-    if kind == "albert":
-        cfg = transformers.AlbertConfig(**config)
-        cls = transformers.AlbertForSequenceClassification if head else transformers.AlbertModel
-    else:
-        cfg = transformers.BertConfig(**config)
-        cls = transformers.BertForSequenceClassification if head else transformers.BertModel
-    model = cls(cfg)
+    prefix = "Albert" if kind == "albert" else "Bert"
+    cfg = getattr(transformers, prefix + "Config")(**config)
+    suffix = {True: "ForSequenceClassification", False: "Model", "mlm": "ForMaskedLM"}[head]
+    model = getattr(transformers, prefix + suffix)(cfg)
     with torch.no_grad():  # LayerNorm and biases start at 1/0: randomise so that a mix-up shows
         for name, p in model.named_parameters():
             if "LayerNorm" in name or "layer_norm" in name or name.endswith("bias"):

@@ -1,0 +1,302 @@
+"""Task-adaptive pretraining: masked-language-model training of a checkpoint's encoder on the
+task's own training texts before it is fine-tuned on their labels (TAPT, Gururangan et al. 2020,
+"Don't Stop Pretraining"; FinBERT's further pretraining, Araci 2019, is the same idea on a larger
+financial corpus).
+
+  python train.py --config configs/fsa_minilm.py --workdir runs/tapt_s0 --mode pretrain
+  python train.py --config configs/fsa_minilm.py --workdir runs/ft_s0 \\
+      --config.model.name_or_path=runs/tapt_s0/encoder
+
+Only the texts of the training split (the config's data section and seed decide it) are read, with
+BERT's masking (15% of the tokens, of those 80% [MASK], 10% a random token, 10% unchanged, drawn
+afresh every epoch as RoBERTa does); the held-out masked-LM loss is measured on the validation
+texts with one fixed masking. ``WORKDIR/encoder`` is a transformers folder (the encoder, the
+checkpoint's pooler, the masked-LM head under ``*ForMaskedLM`` names, no classifier, the tokenizer)
+with ``pretraining.json``, which lists a digest of every text it was trained on: fine-tuning from
+it refuses a split whose validation or test texts are among them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from elbert_jax import convert
+from elbert_jax import data as data_lib
+from elbert_jax.model import (ACTIVATIONS, Embeddings, EncoderConfig, LayerStack, Params, _dense,
+                              _layer_norm, attention_bias)
+from elbert_jax.tokenizer import Tokenizer, load_tokenizer
+
+log = logging.getLogger("elbert_jax")
+
+RECORD = "pretraining.json"
+
+
+class MaskedLMHead(nn.Module):
+    """transformers' masked-LM head: Dense (to E for ALBERT, H for BERT), activation, LayerNorm,
+    then the word embedding table as the decoder (tied) plus a bias."""
+
+    config: EncoderConfig
+
+    @nn.compact
+    def __call__(self, hidden: jax.Array, word_embeddings: jax.Array) -> jax.Array:
+        cfg = self.config
+        x = _dense(cfg, cfg.embedding_size or cfg.hidden_size, "dense")(hidden)
+        x = _layer_norm(cfg, "LayerNorm")(ACTIVATIONS[cfg.hidden_act](x))
+        bias = self.param("bias", nn.initializers.zeros_init(), (cfg.vocab_size,), jnp.float32)
+        logits = jnp.einsum("...e,ve->...v", x, word_embeddings.astype(x.dtype),
+                            preferred_element_type=jnp.float32)
+        return logits + bias
+
+
+class MaskedLM(nn.Module):
+    """The encoder (the same parameter names as ``ElbertModel``'s ``embeddings`` and ``encoder``)
+    and the masked-LM head, which reads only the ``positions`` [B, P] it predicts: a vocabulary
+    projection of every token would cost more than the encoder on MiniLM."""
+
+    config: EncoderConfig
+
+    @nn.compact
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array, token_type_ids: jax.Array,
+                 positions: jax.Array, deterministic: bool = True) -> jax.Array:
+        embeddings = Embeddings(self.config, name="embeddings")
+        x = embeddings(input_ids, token_type_ids, deterministic)
+        x, _ = LayerStack(self.config, deterministic, name="encoder")(x, attention_bias(attention_mask))
+        picked = jnp.take_along_axis(x, positions[..., None], axis=1)
+        table = embeddings.variables["params"]["word_embeddings"]["embedding"]
+        return MaskedLMHead(self.config, name="mlm")(picked, table)
+
+
+def mask_tokens(input_ids: np.ndarray, candidates: np.ndarray, rng: np.random.Generator,
+                mask_token_id: int, vocab_size: int, rate: float = 0.15
+                ) -> dict[str, np.ndarray]:
+    """BERT's masking of one batch: in each row round(rate x its candidate tokens) of them (at
+    least one) are chosen; of those 80% become ``mask_token_id``, 10% a random token, 10% stay.
+
+    Returns ``input_ids`` (masked), and the chosen ``positions``, their original ``labels`` and
+    ``weights`` (1 for a chosen slot, 0 for padding), each [B, P] with P = ceil(rate x width), so
+    every batch of one width has one shape."""
+    batch, width = input_ids.shape
+    slots = max(1, int(np.ceil(rate * width)))
+    count = candidates.sum(1)
+    chosen = np.where(count > 0, np.maximum(1, np.rint(rate * count)), 0).astype(np.int64)
+    chosen = np.minimum(chosen, slots)
+    scores = np.where(candidates, rng.random((batch, width)), 2.0)  # candidates first, shuffled
+    order = np.argsort(scores, axis=1, kind="stable")[:, :slots]
+    weights = np.arange(slots)[None, :] < chosen[:, None]
+    positions = np.where(weights, order, 0)
+    labels = np.where(weights, np.take_along_axis(input_ids, positions, axis=1), 0)
+    action = rng.random((batch, slots))
+    replaced = np.where(action < 0.8, mask_token_id,
+                        np.where(action < 0.9, rng.integers(0, vocab_size, (batch, slots)), labels))
+    masked = input_ids.copy()
+    rows = np.broadcast_to(np.arange(batch)[:, None], (batch, slots))
+    masked[rows[weights], positions[weights]] = replaced[weights]
+    return {"input_ids": masked.astype(np.int32), "positions": positions.astype(np.int32),
+            "labels": labels.astype(np.int32), "weights": weights.astype(np.float32)}
+
+
+def text_digest(text: str, pair: str | None = None) -> str:
+    """What ``pretraining.json`` lists for a text: 16 hex digits of its SHA-256."""
+    whole = text if pair is None else f"{text}\x00{pair}"
+    return hashlib.sha256(whole.encode("utf-8")).hexdigest()[:16]
+
+
+def digests(texts: data_lib.TextSet) -> list[str]:
+    pairs = texts.pairs if texts.pairs is not None else [None] * len(texts)
+    return [text_digest(t, p) for t, p in zip(texts.texts, pairs)]
+
+
+def check_held_out(model_path: str | Path, held_out: Iterable[tuple[str, data_lib.TextSet]]) -> None:
+    """Refuses to fine-tune a model pretrained here on texts it will be validated or tested on."""
+    record = Path(model_path) / RECORD
+    if not record.is_file():
+        return
+    seen = set(json.loads(record.read_text())["text_digests"])
+    for name, texts in held_out:
+        overlap = sum(d in seen for d in digests(texts))
+        if overlap:
+            raise ValueError(f"{model_path} was pretrained on {overlap} of this run's {len(texts)} "
+                             f"{name} texts ({record}); pretrain on this run's split (same data "
+                             "section and seed) so that its held-out texts stay unseen")
+
+
+class _Masking:
+    """BERT's masking applied to encoded batches, special tokens never chosen."""
+
+    def __init__(self, tokenizer: Tokenizer, vocab_size: int, rate: float):
+        hf = tokenizer.hf
+        if hf.mask_token_id is None:
+            raise ValueError(f"the tokenizer ({type(hf).__name__}) has no mask token; masked-LM "
+                             "pretraining needs one")
+        self.mask_token_id, self.vocab_size, self.rate = int(hf.mask_token_id), vocab_size, rate
+        self.special = np.array(sorted(set(hf.all_special_ids)), np.int32)
+
+    def masked(self, batch: dict, rng: np.random.Generator) -> dict:
+        ids = batch["input_ids"]
+        candidates = (batch["attention_mask"] > 0) & ~np.isin(ids, self.special)
+        out = mask_tokens(ids, candidates, rng, self.mask_token_id, self.vocab_size, self.rate)
+        return {"attention_mask": batch["attention_mask"], "token_type_ids": batch["token_type_ids"],
+                **out}
+
+
+def _optimizer(p: ml_collections.ConfigDict, total: int) -> optax.GradientTransformation:
+    """AdamW with warmup and linear decay; the head at ``head_lr`` (a fresh head starts random)."""
+    def schedule(lr: float) -> optax.Schedule:
+        warmup = int(p.warmup_fraction * total)
+        return optax.join_schedules([optax.linear_schedule(0.0, lr, max(warmup, 1)),
+                                     optax.linear_schedule(lr, 0.0, max(total - warmup, 1))],
+                                    [warmup])
+
+    def decay_mask(params: Params) -> Params:  # no weight decay on biases and LayerNorm
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: path[-1].key not in ("bias", "scale"), params)
+
+    groups = {name: optax.adamw(schedule(lr), weight_decay=p.weight_decay, mask=decay_mask)
+              for name, lr in (("encoder", p.lr), ("head", p.head_lr))}
+    label = lambda params: {k: jax.tree.map(lambda _: "head" if k == "mlm" else "encoder", v)
+                            for k, v in params.items()}
+    return optax.chain(optax.clip_by_global_norm(p.clip_norm), optax.multi_transform(groups, label))
+
+
+def _loss(model: MaskedLM, params: Params, batch: dict, rng: jax.Array | None
+          ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
+                         batch["token_type_ids"], batch["positions"], deterministic=rng is None,
+                         rngs=None if rng is None else {"dropout": rng})
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
+    w = batch["weights"]
+    right = (logits.argmax(-1) == batch["labels"]) * w
+    return (ce * w).sum() / jnp.maximum(w.sum(), 1.0), (right.sum(), w.sum())
+
+
+def load_masked_lm(name_or_path: str | Path, seed: int = 0, **overrides: Any
+                   ) -> tuple[MaskedLM, Params, Params, bool]:
+    """The masked LM of a transformers checkpoint: the model, its params, the checkpoint's exit
+    head (pooler, kept for export) and whether the masked-LM head came from the checkpoint (else
+    it starts at transformers' initialisation from ``seed``)."""
+    encoder, params = convert.load_pretrained(name_or_path, seed=seed, **overrides)
+    config = encoder.config
+    model = MaskedLM(config)
+    ids = jnp.zeros((1, 8), jnp.int32)
+    init = model.init(jax.random.PRNGKey(seed), ids, ids + 1, ids, ids[:, :2])["params"]["mlm"]
+    folder = convert._resolve(name_or_path)
+    head, imported = convert.mlm_head_from_state_dict(config, convert.read_state_dict(folder), init)
+    full = {"embeddings": params["embeddings"], "encoder": params["encoder"], "mlm": head}
+    return model, full, params["exits"], imported
+
+
+def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Masked-LM training of ``config.model.name_or_path`` on the training texts of the config's
+    split (``config.pretrain`` sets the run); writes ``workdir/encoder`` and returns the held-out
+    masked-LM loss and accuracy before and after."""
+    from elbert_jax import training
+
+    training.validate_config(config)
+    m, d, p = config.model, config.data, config.pretrain
+    if not m.name_or_path:
+        raise ValueError("pretraining continues a checkpoint: set model.name_or_path")
+    workdir = Path(workdir)
+    out = workdir / "encoder"
+    if out.exists():
+        raise FileExistsError(f"{out} exists: this workdir was pretrained already (use a new one)")
+    splits = training.load_splits(config)
+    tokenizer = load_tokenizer(m.tokenizer or m.name_or_path)
+    dropout = {k: m[k] for k in ("hidden_dropout_prob", "attention_probs_dropout_prob") if m[k] >= 0}
+    model, params, exit_head, imported = load_masked_lm(m.name_or_path, config.seed, dtype=m.dtype,
+                                                        **dropout)
+    log.info("masked-LM head %s", "from the checkpoint" if imported else "initialised (not in the "
+             "checkpoint)")
+    masking = _Masking(tokenizer, model.config.vocab_size, p.mask_rate)
+    buckets = tokenizer.buckets(d.max_length, d.buckets)
+    train = data_lib.encode(tokenizer, splits.train, d.max_length)
+    validation = data_lib.encode(tokenizer, splits.validation, d.max_length)
+    held_out = [masking.masked(b, np.random.default_rng([config.seed, 1 << 20, i]))
+                for i, b in enumerate(data_lib.eval_batches(validation, p.batch_size, buckets))]
+    spe = data_lib.steps_per_epoch(len(train), p.batch_size)
+    total = spe * p.epochs
+    tx = _optimizer(p, total)
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step(params: Params, opt_state: Any, batch: dict, rng: jax.Array):
+        (loss, _), grads = jax.value_and_grad(lambda q: _loss(model, q, batch, rng), has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    evaluate_batch = jax.jit(lambda params, batch: _loss(model, params, batch, None))
+
+    def evaluate(params: Params) -> dict[str, float]:
+        totals = np.zeros(3)
+        for batch in held_out:
+            loss, (right, count) = evaluate_batch(params, batch)
+            totals += (float(loss) * float(count), float(right), float(count))
+        return {"mlm_loss": totals[0] / totals[2], "mlm_accuracy": totals[1] / totals[2]}
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json(indent=2) + "\n")
+    before = evaluate(params)
+    log.info("validation masked-LM loss %.4f, accuracy %.4f before pretraining",
+             before["mlm_loss"], before["mlm_accuracy"])
+    key = jax.random.PRNGKey(config.seed)
+    bar = tqdm(total=total, disable=not config.train.progress, unit="batch", dynamic_ncols=True)
+    with open(workdir / "metrics.jsonl", "w") as metrics:
+        metrics.write(json.dumps({"step": 0, "split": "validation", **before}) + "\n")
+        step_no, tick = 0, time.perf_counter()
+        for epoch in range(p.epochs):
+            for i, batch in enumerate(data_lib.train_batches(train, p.batch_size, config.seed, epoch,
+                                                             buckets)):
+                batch = masking.masked(batch, np.random.default_rng([config.seed, epoch, i]))
+                params, opt_state, loss = step(params, opt_state, batch,
+                                               jax.random.fold_in(key, step_no))
+                step_no += 1
+                bar.update(1)
+                if step_no % config.train.log_every == 0:
+                    loss = float(loss)
+                    if not np.isfinite(loss):
+                        raise FloatingPointError(f"masked-LM loss is {loss} at step {step_no}")
+                    bar.set_postfix(loss=f"{loss:.3f}")
+                    metrics.write(json.dumps({"step": step_no, "epoch": epoch, "mlm_loss": loss}) + "\n")
+            val = evaluate(params)
+            metrics.write(json.dumps({"step": step_no, "epoch": epoch, "split": "validation", **val})
+                          + "\n")
+            metrics.flush()
+            log.info("epoch %d validation masked-LM loss %.4f, accuracy %.4f", epoch,
+                     val["mlm_loss"], val["mlm_accuracy"])
+    bar.close()
+    seconds = time.perf_counter() - tick
+    encoder_params = {"embeddings": params["embeddings"], "encoder": params["encoder"],
+                      "exits": exit_head}
+    table = np.asarray(params["embeddings"]["word_embeddings"]["embedding"])
+    convert.save_pretrained(out, model.config, encoder_params, tokenizer, classifier=False,
+                            extra=convert.mlm_head_state_dict(model.config, params["mlm"], table))
+    result = {"before": before, "after": val, "steps": step_no, "seconds": round(seconds, 1),
+              "texts": len(train), "head_from_checkpoint": imported,
+              "from": str(m.name_or_path)}
+    (out / RECORD).write_text(json.dumps({**result, "split": training.split_identity(config),
+                                          "text_digests": sorted(digests(splits.train))}) + "\n")
+    log.info("wrote %s: fine-tune with --config.model.name_or_path=%s", out, out)
+    return result
+
+
+def masked_lm_logits(model: MaskedLM, params: Params, batch: dict) -> jax.Array:
+    """[B, P, V] logits at ``batch['positions']`` (inference: no dropout)."""
+    return model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
+                       batch["token_type_ids"], batch["positions"])
+
+
+__all__ = ["MaskedLM", "MaskedLMHead", "check_held_out", "load_masked_lm", "mask_tokens",
+           "masked_lm_logits", "pretrain", "text_digest"]

@@ -1,0 +1,143 @@
+"""Task-adaptive masked-LM pretraining: the head against transformers, the masking, a run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TINY_ALBERT, TINY_BERT, save_random_hf
+from elbert_jax import convert, pretrain, training
+from elbert_jax.parity import random_batch
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _positions(batch: dict, slots: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return np.stack([rng.choice(int(n), slots, replace=False)
+                     for n in batch["attention_mask"].sum(1)]).astype(np.int32)
+
+
+def _hf_logits(model, batch: dict, positions: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        out = model(**{k: torch.from_numpy(np.asarray(batch[k], np.int64))
+                       for k in ("input_ids", "attention_mask", "token_type_ids")}).logits.numpy()
+    return np.take_along_axis(out, positions[..., None], axis=1)
+
+
+@pytest.mark.parametrize("kind,sizes", [("albert", TINY_ALBERT), ("bert", TINY_BERT)])
+def test_masked_lm_matches_transformers_both_ways(tmp_path, kind, sizes):
+    """Logits at chosen positions equal transformers' *ForMaskedLM's (fp32), after loading its
+    checkpoint and after our export is loaded back by transformers."""
+    transformers = pytest.importorskip("transformers")
+    folder = save_random_hf(tmp_path / "hf", kind, head="mlm", **sizes)
+    model, params, exit_head, imported = pretrain.load_masked_lm(folder)
+    assert imported
+    batch = random_batch(sizes["vocab_size"], batch=4, seq_len=12)
+    batch = {k: np.asarray(v) for k, v in batch.items()}
+    positions = _positions(batch)
+    ours = np.asarray(pretrain.masked_lm_logits(model, params, {**batch, "positions": positions}))
+    theirs = _hf_logits(transformers.AutoModelForMaskedLM.from_pretrained(folder).eval(), batch,
+                        positions)
+    assert ours.shape == (4, 3, sizes["vocab_size"])
+    np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
+
+    out = tmp_path / "ours"
+    encoder = {"embeddings": params["embeddings"], "encoder": params["encoder"], "exits": exit_head}
+    table = np.asarray(params["embeddings"]["word_embeddings"]["embedding"])
+    convert.save_pretrained(out, model.config, encoder, classifier=False,
+                            extra=convert.mlm_head_state_dict(model.config, params["mlm"], table))
+    assert not any(k.startswith("classifier.") for k in convert.read_state_dict(out))
+    again = _hf_logits(transformers.AutoModelForMaskedLM.from_pretrained(out).eval(), batch, positions)
+    np.testing.assert_allclose(again, theirs, atol=1e-5, rtol=0)
+
+
+def test_a_checkpoint_without_a_head_starts_one_at_random(tmp_path):
+    folder = save_random_hf(tmp_path, "bert", head=False, **TINY_BERT)
+    _, params, _, imported = pretrain.load_masked_lm(folder, seed=3)
+    assert not imported
+    assert float(np.abs(params["mlm"]["bias"]).max()) == 0.0  # transformers' init: zero bias
+    assert params["mlm"]["dense"]["kernel"].shape == (32, 32)
+
+
+def test_masking_follows_bert():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(10, 1000, (400, 50))
+    candidates = np.ones_like(ids, bool)
+    candidates[:, 0] = candidates[:, -1] = False  # [CLS] ... [SEP]
+    candidates[1, :] = False  # a padded row: nothing to mask
+    candidates[2, 2:] = False  # one token
+    out = pretrain.mask_tokens(ids, candidates, np.random.default_rng(1), mask_token_id=4,
+                               vocab_size=1000, rate=0.15)
+    weights, positions = out["weights"].astype(bool), out["positions"]
+    assert out["positions"].shape == (400, 8)  # ceil(0.15 x 50)
+    assert weights.sum(1)[0] == 7 and weights[1].sum() == 0 and weights[2].sum() == 1  # rint(.15 x 48)
+    rows = np.nonzero(weights)[0]
+    assert candidates[rows, positions[weights]].all()
+    for row in range(400):  # each position once
+        assert len(set(positions[row][weights[row]])) == weights[row].sum()
+    np.testing.assert_array_equal(out["labels"][weights], ids[rows, positions[weights]])
+    changed = out["input_ids"] != ids
+    assert not changed[~candidates].any()
+    now = out["input_ids"][rows, positions[weights]]
+    share_masked = (now == 4).mean()
+    share_kept = (now == ids[rows, positions[weights]]).mean()
+    assert abs(share_masked - 0.8) < 0.03 and abs(share_kept - 0.1) < 0.03, (share_masked, share_kept)
+    again = pretrain.mask_tokens(ids, candidates, np.random.default_rng(1), 4, 1000, 0.15)
+    for key in out:
+        np.testing.assert_array_equal(out[key], again[key])
+
+
+@pytest.fixture(scope="module")
+def pretrained(trained, tmp_path_factory):
+    """The tiny trained run exported, then pretrained on its own split's training texts."""
+    from elbert_jax import report
+
+    workdir, _ = trained
+    base = report.export(workdir, tmp_path_factory.mktemp("exported"))
+    config = training.load_config_file(CONFIGS / "tiny.py", **{
+        "model.name_or_path": str(base), "pretrain.epochs": 3, "pretrain.batch_size": 16,
+        "pretrain.lr": 3e-3, "pretrain.head_lr": 3e-2})
+    out = tmp_path_factory.mktemp("tapt")
+    return out, config, pretrain.pretrain(config, out)
+
+
+def test_pretraining_lowers_the_held_out_loss_and_records_its_texts(pretrained):
+    out, config, result = pretrained
+    assert result["after"]["mlm_loss"] < result["before"]["mlm_loss"] - 0.1, result
+    assert not result["head_from_checkpoint"]
+    record = json.loads((out / "encoder" / pretrain.RECORD).read_text())
+    splits = training.load_splits(config)
+    assert len(record["text_digests"]) == len(splits.train) == result["texts"]
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert sum(line.get("split") == "validation" for line in lines) == 4  # before + 3 epochs
+    with pytest.raises(FileExistsError, match="pretrained already"):
+        pretrain.pretrain(config, out)
+
+
+def test_fine_tuning_from_the_pretrained_encoder(pretrained, tmp_path):
+    out, config, _ = pretrained
+    encoder = str(out / "encoder")
+    config = training.load_config_file(CONFIGS / "tiny.py", **{
+        "model.name_or_path": encoder, "train.epochs": 1})
+    result = training.train_and_evaluate(config, tmp_path / "ft")
+    assert 0 <= result["test"]["accuracy"] <= 1
+    other = training.load_config_file(CONFIGS / "tiny.py", **{
+        "model.name_or_path": encoder, "seed": 7, "train.epochs": 1})
+    with pytest.raises(ValueError, match="was pretrained on .* validation texts"):
+        training.train_and_evaluate(other, tmp_path / "leak")
+    assert not (tmp_path / "leak" / "model.json").exists()
+
+
+def test_pretraining_needs_a_checkpoint_and_a_valid_config(tmp_path):
+    config = training.load_config_file(CONFIGS / "tiny.py")
+    with pytest.raises(ValueError, match="model.name_or_path"):
+        pretrain.pretrain(config, tmp_path)
+    config = training.load_config_file(CONFIGS / "tiny.py", **{"pretrain.mask_rate": 1.5})
+    with pytest.raises(ValueError, match="pretrain.mask_rate=1.5"):
+        pretrain.pretrain(config, tmp_path)
