@@ -327,8 +327,17 @@ def read_state_dict(folder: str | os.PathLike) -> dict[str, np.ndarray]:
     return state
 
 
+def read_checkpoint(name_or_path: str | os.PathLike) -> tuple[Any, dict[str, np.ndarray], Path]:
+    """A transformers checkpoint's config, all its tensors (numpy) and its local folder."""
+    import transformers
+
+    folder = _resolve(name_or_path)
+    return transformers.AutoConfig.from_pretrained(folder), read_state_dict(folder), folder
+
+
 def load_pretrained(name_or_path: str | os.PathLike, num_labels: int | None = None, *,
                     seed: int = 0, new_head: bool = False,
+                    checkpoint: tuple[Any, dict[str, np.ndarray], Path] | None = None,
                     **config_overrides: Any) -> tuple[ElbertModel, Params]:
     """Model and float32 params from a transformers ALBERT/BERT checkpoint (folder or hub id).
 
@@ -337,14 +346,11 @@ def load_pretrained(name_or_path: str | os.PathLike, num_labels: int | None = No
     fresh classifier. ``config_overrides`` set ``EncoderConfig`` fields such as
     ``dtype="bfloat16"``, ``head_per_layer=True`` or dropouts. The exit head's pooler and
     classifier come from the checkpoint when it has them; otherwise they are initialised from
-    ``seed`` and a warning names them.
+    ``seed`` and a warning names them. ``checkpoint``: ``read_checkpoint(name_or_path)`` when the
+    caller has read it already (for the tensors a classifier does not use).
     """
-    import transformers
-
-    folder = _resolve(name_or_path)
-    hf_config = transformers.AutoConfig.from_pretrained(folder)
+    hf_config, state, folder = checkpoint or read_checkpoint(name_or_path)
     config = config_from_hf(hf_config, num_labels, **config_overrides)
-    state = read_state_dict(folder)
     labels = state["classifier.weight"].shape[0] if "classifier.weight" in state else None
     if new_head:
         state = {k: v for k, v in state.items() if not k.startswith("classifier.")}

@@ -34,7 +34,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from elbert_jax import convert
+from elbert_jax import convert, training
 from elbert_jax import data as data_lib
 from elbert_jax.model import (ACTIVATIONS, Embeddings, EncoderConfig, LayerStack, Params, _dense,
                               _layer_norm, attention_bias)
@@ -154,20 +154,11 @@ class _Masking:
 
 
 def _optimizer(p: ml_collections.ConfigDict, total: int) -> optax.GradientTransformation:
-    """AdamW with warmup and linear decay; the head at ``head_lr`` (a fresh head starts random)."""
-    def schedule(lr: float) -> optax.Schedule:
-        warmup = int(p.warmup_fraction * total)
-        return optax.join_schedules([optax.linear_schedule(0.0, lr, max(warmup, 1)),
-                                     optax.linear_schedule(lr, 0.0, max(total - warmup, 1))],
-                                    [warmup])
-
-    def decay_mask(params: Params) -> Params:  # no weight decay on biases and LayerNorm
-        return jax.tree_util.tree_map_with_path(
-            lambda path, _: path[-1].key not in ("bias", "scale"), params)
-
-    groups = {name: optax.adamw(schedule(lr), weight_decay=p.weight_decay, mask=decay_mask)
+    """The fine-tuning optimiser's AdamW and schedule; the head at ``head_lr`` (a fresh head
+    starts random)."""
+    groups = {name: training.scheduled_adamw(lr, p.warmup_fraction, p.weight_decay, total)
               for name, lr in (("encoder", p.lr), ("head", p.head_lr))}
-    label = lambda params: {k: jax.tree.map(lambda _: "head" if k == "mlm" else "encoder", v)
+    label = lambda params: {k: jax.tree.map(lambda _: "head" if k == "mlm" else "encoder", v)  # noqa: E731
                             for k, v in params.items()}
     return optax.chain(optax.clip_by_global_norm(p.clip_norm), optax.multi_transform(groups, label))
 
@@ -188,13 +179,14 @@ def load_masked_lm(name_or_path: str | Path, seed: int = 0, **overrides: Any
     """The masked LM of a transformers checkpoint: the model, its params, the checkpoint's exit
     head (pooler, kept for export) and whether the masked-LM head came from the checkpoint (else
     it starts at transformers' initialisation from ``seed``)."""
-    encoder, params = convert.load_pretrained(name_or_path, seed=seed, **overrides)
+    checkpoint = convert.read_checkpoint(name_or_path)
+    encoder, params = convert.load_pretrained(name_or_path, seed=seed, checkpoint=checkpoint,
+                                              **overrides)
     config = encoder.config
     model = MaskedLM(config)
     ids = jnp.zeros((1, 8), jnp.int32)
     init = model.init(jax.random.PRNGKey(seed), ids, ids + 1, ids, ids[:, :2])["params"]["mlm"]
-    folder = convert._resolve(name_or_path)
-    head, imported = convert.mlm_head_from_state_dict(config, convert.read_state_dict(folder), init)
+    head, imported = convert.mlm_head_from_state_dict(config, checkpoint[1], init)
     full = {"embeddings": params["embeddings"], "encoder": params["encoder"], "mlm": head}
     return model, full, params["exits"], imported
 
@@ -203,8 +195,6 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str
     """Masked-LM training of ``config.model.name_or_path`` on the training texts of the config's
     split (``config.pretrain`` sets the run); writes ``workdir/encoder`` and returns the held-out
     masked-LM loss and accuracy before and after."""
-    from elbert_jax import training
-
     training.validate_config(config)
     m, d, p = config.model, config.data, config.pretrain
     if not m.name_or_path:

@@ -487,17 +487,24 @@ def _top_module(path: tuple) -> str:
     return keys[1] if keys[:1] == ["model"] and len(keys) > 1 else (keys[0] if keys else "")
 
 
+def scheduled_adamw(lr: float, warmup_fraction: float, weight_decay: float, total_updates: int
+                    ) -> optax.GradientTransformation:
+    """AdamW at ``lr`` after a linear warmup over ``warmup_fraction`` of the updates, decaying
+    linearly to 0; no weight decay on biases and LayerNorm scales (BERT's recipe)."""
+    warmup = int(warmup_fraction * total_updates)
+    schedule = optax.join_schedules(
+        [optax.linear_schedule(0.0, lr, max(warmup, 1)),
+         optax.linear_schedule(lr, 0.0, max(total_updates - warmup, 1))], [warmup])
+    decay = lambda params: jax.tree_util.tree_map_with_path(  # noqa: E731
+        lambda path, _: path[-1].key not in ("bias", "scale"), params)
+    return optax.adamw(schedule, weight_decay=weight_decay, mask=decay)
+
+
 def make_optimizer(t: ml_collections.ConfigDict, total_updates: int) -> optax.GradientTransformation:
     """AdamW + warmup + linear decay + clipping (+ layer-wise lr decay) on the encoder;
     constant-lr Adam on ``t``; an average of the encoder params when ``t.ema_decay > 0``."""
-    warmup = int(t.warmup_fraction * total_updates)
-    schedule = optax.join_schedules(
-        [optax.linear_schedule(0.0, t.lr, max(warmup, 1)),
-         optax.linear_schedule(t.lr, 0.0, max(total_updates - warmup, 1))], [warmup])
-    decay = lambda params: jax.tree_util.tree_map_with_path(  # noqa: E731
-        lambda path, _: path[-1].key not in ("bias", "scale"), params)
     encoder = optax.chain(optax.clip_by_global_norm(t.clip_norm),
-                          optax.adamw(schedule, weight_decay=t.weight_decay, mask=decay))
+                          scheduled_adamw(t.lr, t.warmup_fraction, t.weight_decay, total_updates))
     if t.layer_lr_decay < 1:
         encoder = optax.chain(encoder, scale_by_layer_depth(t.layer_lr_decay))
     weights = optax.adam(t.t_lr)
