@@ -18,6 +18,7 @@ it refuses a split whose validation or test texts are among them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -165,9 +166,7 @@ def _optimizer(p: ml_collections.ConfigDict, total: int) -> optax.GradientTransf
 
 def _loss(model: MaskedLM, params: Params, batch: dict, rng: jax.Array | None
           ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
-                         batch["token_type_ids"], batch["positions"], deterministic=rng is None,
-                         rngs=None if rng is None else {"dropout": rng})
+    logits = masked_lm_logits(model, params, batch, rng)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
     w = batch["weights"]
     right = (logits.argmax(-1) == batch["labels"]) * w
@@ -221,7 +220,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str
     tx = _optimizer(p, total)
     opt_state = tx.init(params)
 
-    @jax.jit
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
     def step(params: Params, opt_state: Any, batch: dict, rng: jax.Array):
         (loss, _), grads = jax.value_and_grad(lambda q: _loss(model, q, batch, rng), has_aux=True)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
@@ -282,10 +281,12 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str
     return result
 
 
-def masked_lm_logits(model: MaskedLM, params: Params, batch: dict) -> jax.Array:
-    """[B, P, V] logits at ``batch['positions']`` (inference: no dropout)."""
+def masked_lm_logits(model: MaskedLM, params: Params, batch: dict, dropout: jax.Array | None = None
+                     ) -> jax.Array:
+    """[B, P, V] logits at ``batch['positions']``; with a ``dropout`` key, as in training."""
     return model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
-                       batch["token_type_ids"], batch["positions"])
+                       batch["token_type_ids"], batch["positions"], deterministic=dropout is None,
+                       rngs=None if dropout is None else {"dropout": dropout})
 
 
 __all__ = ["MaskedLM", "MaskedLMHead", "check_held_out", "load_masked_lm", "mask_tokens",
