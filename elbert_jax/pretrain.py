@@ -22,6 +22,7 @@ import functools
 import hashlib
 import json
 import logging
+import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -44,6 +45,8 @@ from elbert_jax.tokenizer import Tokenizer, load_tokenizer
 log = logging.getLogger("elbert_jax")
 
 RECORD = "pretraining.json"
+_RESULT_KEYS = ("before", "after", "steps", "seconds", "texts", "head_from_checkpoint",
+                "from")  # what pretrain() returns, also in RECORD
 
 
 class MaskedLMHead(nn.Module):
@@ -190,18 +193,35 @@ def load_masked_lm(name_or_path: str | Path, seed: int = 0, **overrides: Any
     return model, full, params["exits"], imported
 
 
-def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+def pretrain(config: ml_collections.ConfigDict, workdir: str | Path,
+             stop_at_step: int | None = None) -> dict[str, Any]:
     """Masked-LM training of ``config.model.name_or_path`` on the training texts of the config's
     split (``config.pretrain`` sets the run); writes ``workdir/encoder`` and returns the held-out
-    masked-LM loss and accuracy before and after."""
+    masked-LM loss and accuracy before and after.
+
+    Every epoch ends with a checkpoint in ``workdir/checkpoints``: rerunning the same command after
+    an interruption resumes from it and ends with the same encoder as an uninterrupted run (the
+    masking, batches and dropout are functions of the seed, epoch and step). Once the encoder is
+    written the checkpoint is deleted, and a rerun returns the recorded result.
+    ``stop_at_step`` ends the run early without a checkpoint, as a crash would (for tests)."""
     training.validate_config(config)
     m, d, p = config.model, config.data, config.pretrain
     if not m.name_or_path:
         raise ValueError("pretraining continues a checkpoint: set model.name_or_path")
     workdir = Path(workdir)
-    out = workdir / "encoder"
-    if out.exists():
-        raise FileExistsError(f"{out} exists: this workdir was pretrained already (use a new one)")
+    out, config_path = workdir / "encoder", workdir / "config.json"
+    same_config = (not config_path.exists()
+                   or json.loads(config_path.read_text()) == json.loads(config.to_json()))
+    if (out / RECORD).is_file():
+        if not same_config:
+            raise FileExistsError(f"{out} was pretrained with another config ({config_path}); use a "
+                                  "new workdir")
+        log.info("%s is pretrained already; nothing to do", out)
+        record = json.loads((out / RECORD).read_text())
+        return {k: record[k] for k in _RESULT_KEYS}
+    if not same_config:
+        log.warning("%s differs from this run's config; its checkpoint is resumed anyway (use a new "
+                    "--workdir for a new run)", config_path)
     splits = training.load_splits(config)
     tokenizer = load_tokenizer(m.tokenizer or m.name_or_path)
     dropout = {k: m[k] for k in ("hidden_dropout_prob", "attention_probs_dropout_prob") if m[k] >= 0}
@@ -218,13 +238,14 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str
     spe = data_lib.steps_per_epoch(len(train), p.batch_size)
     total = spe * p.epochs
     tx = _optimizer(p, total)
-    opt_state = tx.init(params)
+    state = {"params": params, "opt_state": tx.init(params)}
 
-    @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def step(params: Params, opt_state: Any, batch: dict, rng: jax.Array):
-        (loss, _), grads = jax.value_and_grad(lambda q: _loss(model, q, batch, rng), has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+    @functools.partial(jax.jit, donate_argnums=0)
+    def step(state: dict, batch: dict, rng: jax.Array) -> tuple[dict, jax.Array]:
+        (loss, _), grads = jax.value_and_grad(lambda q: _loss(model, q, batch, rng),
+                                              has_aux=True)(state["params"])
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        return {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state}, loss
 
     evaluate_batch = jax.jit(lambda params, batch: _loss(model, params, batch, None))
 
@@ -236,21 +257,29 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str
         return {"mlm_loss": totals[0] / totals[2], "mlm_accuracy": totals[1] / totals[2]}
 
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json(indent=2) + "\n")
-    before = evaluate(params)
-    log.info("validation masked-LM loss %.4f, accuracy %.4f before pretraining",
-             before["mlm_loss"], before["mlm_accuracy"])
+    config_path.write_text(config.to_json(indent=2) + "\n")
+    metrics_path = workdir / "metrics.jsonl"
+    manager = training.checkpoint_manager(workdir / "checkpoints", 1)
+    resumed = training.restore_latest(manager, jax.eval_shape(lambda: state), workdir)
+    if resumed is None:
+        meta = {"step": 0, "seconds": 0.0, "before": evaluate(state["params"]), "validation": None}
+        metrics_path.write_text(json.dumps({"step": 0, "split": "validation", **meta["before"]}) + "\n")
+        log.info("validation masked-LM loss %.4f, accuracy %.4f before pretraining",
+                 meta["before"]["mlm_loss"], meta["before"]["mlm_accuracy"])
+    else:
+        state, meta = resumed
+        training.truncate_metrics(metrics_path, meta["step"])
+    step_no = meta["step"]
     key = jax.random.PRNGKey(config.seed)
-    bar = tqdm(total=total, disable=not config.train.progress, unit="batch", dynamic_ncols=True)
-    with open(workdir / "metrics.jsonl", "w") as metrics:
-        metrics.write(json.dumps({"step": 0, "split": "validation", **before}) + "\n")
-        step_no, tick = 0, time.perf_counter()
-        for epoch in range(p.epochs):
+    bar = tqdm(total=total, initial=step_no, disable=not config.train.progress, unit="batch",
+               dynamic_ncols=True)
+    with manager, open(metrics_path, "a") as metrics:
+        for epoch in range(step_no // spe, p.epochs):
+            tick = time.perf_counter()
             for i, batch in enumerate(data_lib.train_batches(train, p.batch_size, config.seed, epoch,
                                                              buckets)):
                 batch = masking.masked(batch, np.random.default_rng([config.seed, epoch, i]))
-                params, opt_state, loss = step(params, opt_state, batch,
-                                               jax.random.fold_in(key, step_no))
+                state, loss = step(state, batch, jax.random.fold_in(key, step_no))
                 step_no += 1
                 bar.update(1)
                 if step_no % config.train.log_every == 0:
@@ -259,24 +288,32 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str
                         raise FloatingPointError(f"masked-LM loss is {loss} at step {step_no}")
                     bar.set_postfix(loss=f"{loss:.3f}")
                     metrics.write(json.dumps({"step": step_no, "epoch": epoch, "mlm_loss": loss}) + "\n")
-            val = evaluate(params)
+                if step_no == stop_at_step:
+                    bar.close()
+                    return {"stopped_at": step_no}
+            val = evaluate(state["params"])
             metrics.write(json.dumps({"step": step_no, "epoch": epoch, "split": "validation", **val})
                           + "\n")
             metrics.flush()
             log.info("epoch %d validation masked-LM loss %.4f, accuracy %.4f", epoch,
                      val["mlm_loss"], val["mlm_accuracy"])
+            meta = {**meta, "step": step_no, "validation": val,
+                    "seconds": meta["seconds"] + time.perf_counter() - tick}
+            training.save_checkpoint(manager, step_no, state, meta)
+        manager.wait_until_finished()
     bar.close()
-    seconds = time.perf_counter() - tick
+    params = state["params"]
     encoder_params = {"embeddings": params["embeddings"], "encoder": params["encoder"],
                       "exits": exit_head}
     table = np.asarray(params["embeddings"]["word_embeddings"]["embedding"])
     convert.save_pretrained(out, model.config, encoder_params, tokenizer, classifier=False,
                             extra=convert.mlm_head_state_dict(model.config, params["mlm"], table))
-    result = {"before": before, "after": val, "steps": step_no, "seconds": round(seconds, 1),
-              "texts": len(train), "head_from_checkpoint": imported,
-              "from": str(m.name_or_path)}
+    result = {"before": meta["before"], "after": meta["validation"], "steps": step_no,
+              "seconds": round(meta["seconds"], 1), "texts": len(train),
+              "head_from_checkpoint": imported, "from": str(m.name_or_path)}
     (out / RECORD).write_text(json.dumps({**result, "split": training.split_identity(config),
                                           "text_digests": sorted(digests(splits.train))}) + "\n")
+    shutil.rmtree(workdir / "checkpoints")
     log.info("wrote %s: fine-tune with --config.model.name_or_path=%s", out, out)
     return result
 

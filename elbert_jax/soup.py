@@ -109,7 +109,7 @@ def make_soup(workdirs: Sequence[str | Path], out: str | Path,
     shutil.copytree(first / "tokenizer", out / "tokenizer")
     for name in ("config.json", "model.json"):
         shutil.copy(first / name, out / name)
-    with training._manager(out / "best", 1) as manager:
+    with training.checkpoint_manager(out / "best", 1) as manager:
         manager.save(0, args=ocp.args.Composite(
             params=ocp.args.StandardSave(soup),
             meta=ocp.args.JsonSave({"epoch": 0, "validation": metrics["validation"],

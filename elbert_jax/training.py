@@ -600,7 +600,7 @@ def exit_metrics(probs: np.ndarray, labels: np.ndarray, policy: exits.ExitPolicy
 
 # ---------------------------------------------------------------- checkpoints
 
-def _manager(path: Path, keep: int) -> ocp.CheckpointManager:
+def checkpoint_manager(path: Path, keep: int) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(path.absolute(), options=ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True))
 
@@ -619,9 +619,16 @@ def _digest(tree: Any) -> str | None:
     return digest.hexdigest()
 
 
-def _restore_latest(manager: ocp.CheckpointManager, abstract: Any, workdir: Path
-                    ) -> tuple[Any, float] | None:
-    """(train state, best metric) of the newest readable checkpoint, or None if there is none.
+def save_checkpoint(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> None:
+    """Saves ``state`` with ``meta`` and the state's digest, which ``restore_latest`` checks."""
+    manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave({**meta, "digest": _digest(state)})))
+
+
+def restore_latest(manager: ocp.CheckpointManager, abstract: Any, workdir: Path
+                   ) -> tuple[Any, dict] | None:
+    """(state, meta) of the newest readable checkpoint saved by ``save_checkpoint``, or None if
+    there is none.
 
     A checkpoint that fails to restore or to match its digest (truncated or corrupted files) is
     moved to ``workdir/unreadable_checkpoints/`` with a warning, and the one before it is tried.
@@ -643,7 +650,7 @@ def _restore_latest(manager: ocp.CheckpointManager, abstract: Any, workdir: Path
                         "before it", folder / str(step), type(err).__name__, err, aside)
             continue
         log.info("resumed from %s at step %d", folder, step)
-        return restored["state"], restored["meta"]["best_metric"]
+        return restored["state"], restored["meta"]
     if any((workdir / "unreadable_checkpoints").glob("*")):
         log.warning("no readable checkpoint left in %s: training starts from step 0", folder)
     return None
@@ -683,7 +690,7 @@ def restore_best_params(workdir: str | Path) -> tuple[ElbertModel, Params, dict]
     meta = json.loads((workdir / "model.json").read_text())
     config = EncoderConfig(**meta["encoder"])
     abstract = jax.eval_shape(lambda: init_params(config))
-    with _manager(workdir / "best", 1) as manager:
+    with checkpoint_manager(workdir / "best", 1) as manager:
         step = manager.latest_step()
         if step is None:
             raise FileNotFoundError(f"{workdir / 'best'}: no checkpoint (has training run an epoch?)")
@@ -743,22 +750,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     full = {"model": params, "t": init_weight_logits(model.config.num_hidden_layers)}
     state = TrainState(jnp.zeros((), jnp.int32), full, tx.init(full))
     mesh = parallel.data_mesh(_data_devices(t))
-    latest, best = _manager(workdir / "checkpoints", t.keep_checkpoints), _manager(workdir / "best", 1)
+    latest = checkpoint_manager(workdir / "checkpoints", t.keep_checkpoints)
+    best = checkpoint_manager(workdir / "best", 1)
     best_metric = -np.inf
-    resumed = _restore_latest(latest, jax.eval_shape(lambda: state), workdir)
+    resumed = restore_latest(latest, jax.eval_shape(lambda: state), workdir)
     if resumed is not None:
-        state, best_metric = resumed
+        state, best_metric = resumed[0], resumed[1]["best_metric"]
     state = parallel.replicate(state, mesh)
     metrics_path = workdir / "metrics.jsonl"
-    _truncate_metrics(metrics_path, int(state.step))
+    truncate_metrics(metrics_path, int(state.step))
     train_step = make_train_step(model, tx, config, mesh)
     prob_fn = make_prob_fn(model, mesh)
     log.info("data parallel over %d device(s) on %d host(s)", mesh.size, jax.process_count())
 
     def save_latest() -> None:
-        latest.save(int(state.step), args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            meta=ocp.args.JsonSave({"best_metric": best_metric, "digest": _digest(state)})))
+        save_checkpoint(latest, int(state.step), state, {"best_metric": best_metric})
 
     step = int(state.step)
     bar = tqdm(total=total, initial=step, disable=not t.progress or not parallel.is_leader(),
@@ -863,7 +869,7 @@ def _check_resumable(workdir: Path, encoder: dict, label_names: list[str]) -> No
 def _board(workdir: Path, step: int, enabled: bool) -> contextlib.AbstractContextManager:
     """A TensorBoard writer on ``workdir/tensorboard`` (process 0 only), or None. Its
     ``purge_step`` makes TensorBoard drop what an interrupted run logged after the checkpoint it
-    resumes from, as ``_truncate_metrics`` does for ``metrics.jsonl``."""
+    resumes from, as ``truncate_metrics`` does for ``metrics.jsonl``."""
     if not enabled or not parallel.is_leader():
         return contextlib.nullcontext()
     from tensorboardX import SummaryWriter
@@ -887,7 +893,7 @@ def _scalars(record: dict[str, Any]) -> Iterator[tuple[str, float]]:
             yield from ((f"{split}/{key}/{i}", float(v)) for i, v in enumerate(value, 1))
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
+def truncate_metrics(path: Path, step: int) -> None:
     """Drops records written after ``step`` by a run that died before checkpointing them."""
     if not path.exists():
         return

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.numpy
 
 from conftest import TINY_ALBERT, TINY_BERT, save_random_hf
 from elbert_jax import convert, pretrain, training
+from elbert_jax import data as data_lib
 from elbert_jax.parity import random_batch
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -116,8 +119,33 @@ def test_pretraining_lowers_the_held_out_loss_and_records_its_texts(pretrained):
     assert len(record["text_digests"]) == len(splits.train) == result["texts"]
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert sum(line.get("split") == "validation" for line in lines) == 4  # before + 3 epochs
-    with pytest.raises(FileExistsError, match="pretrained already"):
-        pretrain.pretrain(config, out)
+    assert not (out / "checkpoints").exists()  # the encoder supersedes it
+    assert pretrain.pretrain(config, out) == result  # a rerun has nothing to do
+    other = config.copy_and_resolve_references()
+    other.pretrain.epochs = 4
+    with pytest.raises(FileExistsError, match="pretrained with another config"):
+        pretrain.pretrain(other, out)
+
+
+def test_an_interrupted_pretraining_resumes_to_the_same_encoder(pretrained, tmp_path, caplog):
+    """Stopped in its second epoch (after the first epoch's checkpoint, before the second's), then
+    rerun: the same weights and metrics as the uninterrupted run, to the bit."""
+    out, config, result = pretrained
+    splits = training.load_splits(config)
+    per_epoch = data_lib.steps_per_epoch(len(splits.train), config.pretrain.batch_size)
+    again = tmp_path / "again"
+    assert pretrain.pretrain(config, again, stop_at_step=per_epoch + 1) == {"stopped_at": per_epoch + 1}
+    assert not (again / "encoder").exists()
+    with caplog.at_level(logging.INFO, logger="elbert_jax"):
+        resumed = pretrain.pretrain(config, again)
+    assert f"at step {per_epoch}" in caplog.text  # resumed from the first epoch's checkpoint
+    assert {k: v for k, v in resumed.items() if k != "seconds"} == {
+        k: v for k, v in result.items() if k != "seconds"}
+    assert (again / "metrics.jsonl").read_text() == (out / "metrics.jsonl").read_text()
+    ours, theirs = (safetensors.numpy.load_file(d / "encoder" / "model.safetensors") for d in (again, out))
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
 
 
 def test_fine_tuning_from_the_pretrained_encoder(pretrained, tmp_path):
