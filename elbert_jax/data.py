@@ -30,6 +30,7 @@ PHRASEBANK_HUB = ("takala/financial_phrasebank", "data/FinancialPhraseBank-v1.0.
 # {3/5, 4/7, 5/8}, {4/6, 5/7, 6/8}, {4/5, 5/6, 6/7, 7/8} and 1.
 PHRASEBANK_AGREEMENT = (0.60, 0.71, 0.84, 1.0)
 BAD_ROWS = ("error", "skip")
+INPUT_FORMATS = (".txt", ".csv", ".tsv", ".jsonl")  # files of texts, one a row (predict.read_texts)
 
 log = logging.getLogger("elbert_jax")
 

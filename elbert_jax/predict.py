@@ -22,12 +22,11 @@ import jax
 import numpy as np
 
 from elbert_jax import exits, parallel
-from elbert_jax.data import DataError, csv_records
+from elbert_jax.data import INPUT_FORMATS, DataError, csv_records
 from elbert_jax.engines import Engine, Results
 from elbert_jax.model import ElbertModel, Params
 from elbert_jax.tokenizer import Tokenizer, load_tokenizer
 
-INPUT_FORMATS = (".txt", ".csv", ".tsv", ".jsonl")
 
 
 @dataclasses.dataclass

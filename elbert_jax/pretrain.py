@@ -7,7 +7,9 @@ financial corpus).
   python train.py --config configs/fsa_minilm.py --workdir runs/ft_s0 \\
       --config.model.name_or_path=runs/tapt_s0/encoder
 
-Only the texts of the training split (the config's data section and seed decide it) are read, with
+It reads the texts of the training split (the config's data section and seed decide it) and,
+with ``pretrain.texts``, an unlabelled corpus too (domain-adaptive pretraining, the paper's other
+arm; its texts that are validation or test texts of the split are refused or dropped), with
 BERT's masking (15% of the tokens, of those 80% [MASK], 10% a random token, 10% unchanged, drawn
 afresh every epoch as RoBERTa does); the held-out masked-LM loss is measured on the validation
 texts with one fixed masking. ``WORKDIR/encoder`` is a transformers folder (the encoder, the
@@ -45,7 +47,7 @@ from elbert_jax.tokenizer import Tokenizer, load_tokenizer
 log = logging.getLogger("elbert_jax")
 
 RECORD = "pretraining.json"
-_RESULT_KEYS = ("before", "after", "steps", "seconds", "texts", "head_from_checkpoint",
+_RESULT_KEYS = ("before", "after", "steps", "seconds", "texts", "corpus", "head_from_checkpoint",
                 "from")  # what pretrain() returns, also in RECORD
 
 
@@ -157,6 +159,38 @@ class _Masking:
                 **out}
 
 
+def read_corpus(path: str | Path, column: str, held_out: set[str], policy: str = "refuse"
+                ) -> tuple[list[str], dict[str, Any]]:
+    """The texts of an unlabelled corpus file (``pretrain.texts``) and what was left out.
+
+    A row that holds no text is a ``DataError`` naming the file and line; blank texts are skipped
+    and counted. Texts whose digest is in ``held_out`` (the run's validation and test texts) make
+    the whole run a ``DataError`` (``policy="refuse"``) or are dropped and counted (``"drop"``)."""
+    from elbert_jax.predict import read_texts
+
+    texts, blank, leaked = [], 0, []
+    for row, text in enumerate(read_texts(path, column, bad_rows="error"), 1):
+        if not text.strip():
+            blank += 1
+        elif text_digest(text) in held_out:
+            leaked.append(row)
+        else:
+            texts.append(text)
+    if leaked and policy == "refuse":
+        rows = ", ".join(map(str, leaked[:5])) + (", ..." if len(leaked) > 5 else "")
+        raise data_lib.DataError(
+            f"{path}: {len(leaked)} of its texts are validation or test texts of this run's split "
+            f"(rows {rows}); remove them, or set pretrain.held_out=drop to leave them out")
+    return texts, {"path": str(path), "texts": len(texts), "blank_skipped": blank,
+                   "held_out_dropped": len(leaked)}
+
+
+def _stack(parts: list[data_lib.Encoded]) -> data_lib.Encoded:
+    """Encoded rows of several sets as one (each part padded to the same max_length)."""
+    fields = ("input_ids", "attention_mask", "token_type_ids", "labels", "lengths", "truncated")
+    return data_lib.Encoded(*(np.concatenate([getattr(part, f) for part in parts]) for f in fields))
+
+
 def _optimizer(p: ml_collections.ConfigDict, total: int) -> optax.GradientTransformation:
     """The fine-tuning optimiser's AdamW and schedule; the head at ``head_lr`` (a fresh head
     starts random)."""
@@ -232,6 +266,15 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path,
     masking = _Masking(tokenizer, model.config.vocab_size, p.mask_rate)
     buckets = tokenizer.buckets(d.max_length, d.buckets)
     train = data_lib.encode(tokenizer, splits.train, d.max_length)
+    trained_on = digests(splits.train)
+    corpus = None
+    if p.texts:
+        texts, corpus = read_corpus(p.texts, p.text_column,
+                                    set(digests(splits.validation) + digests(splits.test)), p.held_out)
+        log.info("corpus %s: %s", p.texts, json.dumps(corpus))
+        extra = data_lib.TextSet(texts, np.zeros(len(texts), np.int32))
+        train = _stack([train, data_lib.encode(tokenizer, extra, d.max_length)])
+        trained_on += [text_digest(t) for t in texts]
     validation = data_lib.encode(tokenizer, splits.validation, d.max_length)
     held_out = [masking.masked(b, np.random.default_rng([config.seed, 1 << 20, i]))
                 for i, b in enumerate(data_lib.eval_batches(validation, p.batch_size, buckets))]
@@ -261,13 +304,18 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path,
     metrics_path = workdir / "metrics.jsonl"
     manager = training.checkpoint_manager(workdir / "checkpoints", 1)
     resumed = training.restore_latest(manager, jax.eval_shape(lambda: state), workdir)
+    texts_digest = hashlib.sha256("".join(trained_on).encode()).hexdigest()
     if resumed is None:
-        meta = {"step": 0, "seconds": 0.0, "before": evaluate(state["params"]), "validation": None}
+        meta = {"step": 0, "seconds": 0.0, "before": evaluate(state["params"]), "validation": None,
+                "texts_digest": texts_digest}
         metrics_path.write_text(json.dumps({"step": 0, "split": "validation", **meta["before"]}) + "\n")
         log.info("validation masked-LM loss %.4f, accuracy %.4f before pretraining",
                  meta["before"]["mlm_loss"], meta["before"]["mlm_accuracy"])
     else:
         state, meta = resumed
+        if meta["texts_digest"] != texts_digest:
+            raise ValueError(f"{workdir / 'checkpoints'} was trained on other texts than this run "
+                             "reads (did the corpus file change?); use a new workdir")
         training.truncate_metrics(metrics_path, meta["step"])
     step_no = meta["step"]
     key = jax.random.PRNGKey(config.seed)
@@ -309,10 +357,10 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path,
     convert.save_pretrained(out, model.config, encoder_params, tokenizer, classifier=False,
                             extra=convert.mlm_head_state_dict(model.config, params["mlm"], table))
     result = {"before": meta["before"], "after": meta["validation"], "steps": step_no,
-              "seconds": round(meta["seconds"], 1), "texts": len(train),
+              "seconds": round(meta["seconds"], 1), "texts": len(train), "corpus": corpus,
               "head_from_checkpoint": imported, "from": str(m.name_or_path)}
     (out / RECORD).write_text(json.dumps({**result, "split": training.split_identity(config),
-                                          "text_digests": sorted(digests(splits.train))}) + "\n")
+                                          "text_digests": sorted(set(trained_on))}) + "\n")
     shutil.rmtree(workdir / "checkpoints")
     log.info("wrote %s: fine-tune with --config.model.name_or_path=%s", out, out)
     return result
@@ -327,4 +375,4 @@ def masked_lm_logits(model: MaskedLM, params: Params, batch: dict, dropout: jax.
 
 
 __all__ = ["MaskedLM", "MaskedLMHead", "check_held_out", "load_masked_lm", "mask_tokens",
-           "masked_lm_logits", "pretrain", "text_digest"]
+           "masked_lm_logits", "pretrain", "read_corpus", "text_digest"]

@@ -92,7 +92,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.pretrain = ml_collections.ConfigDict(dict(  # train.py --mode pretrain (elbert_jax.pretrain)
         epochs=10, batch_size=32, lr=1e-4, weight_decay=0.01, warmup_fraction=0.06, clip_norm=1.0,
         head_lr=1e-3,  # the masked-LM head's; one the checkpoint lacks starts random
-        mask_rate=0.15))
+        mask_rate=0.15,
+        texts="",  # also an unlabelled corpus: .txt (a text a line) or .csv/.tsv/.jsonl's text_column
+        text_column="text",
+        held_out="refuse",  # corpus texts that are validation/test texts: "refuse" the run, "drop" them
+    ))
     c.exit = ml_collections.ConfigDict(dict(
         policy="cwb", threshold=0.5, window=4, margin=0.0, variant="bias_1", spread=0.1,
         patience=2, layer=1))
@@ -197,6 +201,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f"pretrain.warmup_fraction={config.pretrain.warmup_fraction} must be in [0, 1)"),
         (0 < config.pretrain.mask_rate < 1,
          f"pretrain.mask_rate={config.pretrain.mask_rate} must be in (0, 1)"),
+        (not config.pretrain.texts or Path(config.pretrain.texts).is_file(),
+         f"pretrain.texts={config.pretrain.texts!r} is not a file"),
+        (not config.pretrain.texts or Path(config.pretrain.texts).suffix.lower()
+         in data_lib.INPUT_FORMATS,
+         f"pretrain.texts={config.pretrain.texts!r} is not one of {data_lib.INPUT_FORMATS}"),
+        (config.pretrain.held_out in ("refuse", "drop"),
+         f"pretrain.held_out={config.pretrain.held_out!r} is not refuse or drop"),
         (t.data_parallel in ("auto", "off"), f"train.data_parallel={t.data_parallel!r} is not auto/off"),
         (t.batch_size % devices == 0 and t.eval_batch_size % devices == 0,
          f"train.batch_size={t.batch_size} and train.eval_batch_size={t.eval_batch_size} must be "

@@ -162,6 +162,42 @@ def test_fine_tuning_from_the_pretrained_encoder(pretrained, tmp_path):
     assert not (tmp_path / "leak" / "model.json").exists()
 
 
+def test_a_corpus_is_read_whole_and_held_out_texts_never_trained_on(tmp_path):
+    held_out = {pretrain.text_digest("Sales fell 5 %."), pretrain.text_digest("Profit rose.")}
+    corpus = tmp_path / "news.txt"
+    corpus.write_text("Shares rose.\n\nProfit rose.\n  \nOrders grew 3 %.\nProfit rose.\n", "utf-8")
+    with pytest.raises(data_lib.DataError, match=r"news.txt: 2 of its texts .* \(rows 3, 6\)"):
+        pretrain.read_corpus(corpus, "text", held_out)
+    texts, stats = pretrain.read_corpus(corpus, "text", held_out, "drop")
+    assert texts == ["Shares rose.", "Orders grew 3 %."]
+    assert stats == {"path": str(corpus), "texts": 2, "blank_skipped": 2, "held_out_dropped": 2}
+    table = tmp_path / "news.jsonl"
+    table.write_text('{"body": "Shares rose."}\n{"title": "no body"}\n', "utf-8")
+    with pytest.raises(data_lib.DataError, match=r"news.jsonl:2: expected a JSON object with a 'body'"):
+        pretrain.read_corpus(table, "body", held_out)
+
+
+def test_pretraining_on_a_corpus_records_its_texts(pretrained, tmp_path):
+    _, config, _ = pretrained
+    splits = training.load_splits(config)
+    corpus = tmp_path / "news.csv"
+    corpus.write_text("id,body\n1,Operating profit rose to EUR 3 mn.\n2,\n3,\"Kone, a lift maker, "
+                      f"cut jobs.\"\n4,\"{splits.test.texts[0]}\"\n", "utf-8")
+    config = config.copy_and_resolve_references()
+    config.pretrain.update(epochs=1, texts=str(corpus), text_column="body")
+    with pytest.raises(data_lib.DataError, match="1 of its texts are validation or test texts"):
+        pretrain.pretrain(config, tmp_path / "refused")
+    config.pretrain.held_out = "drop"
+    result = pretrain.pretrain(config, tmp_path / "run")
+    assert result["corpus"] == {"path": str(corpus), "texts": 2, "blank_skipped": 1,
+                                "held_out_dropped": 1}
+    assert result["texts"] == len(splits.train) + 2
+    record = json.loads((tmp_path / "run" / "encoder" / pretrain.RECORD).read_text())
+    assert pretrain.text_digest("Kone, a lift maker, cut jobs.") in record["text_digests"]
+    assert pretrain.text_digest(splits.test.texts[0]) not in record["text_digests"]
+    assert len(record["text_digests"]) == result["texts"]
+
+
 def test_pretraining_needs_a_checkpoint_and_a_valid_config(tmp_path):
     config = training.load_config_file(CONFIGS / "tiny.py")
     with pytest.raises(ValueError, match="model.name_or_path"):
@@ -169,3 +205,9 @@ def test_pretraining_needs_a_checkpoint_and_a_valid_config(tmp_path):
     config = training.load_config_file(CONFIGS / "tiny.py", **{"pretrain.mask_rate": 1.5})
     with pytest.raises(ValueError, match="pretrain.mask_rate=1.5"):
         pretrain.pretrain(config, tmp_path)
+    for key, value, error in (("texts", str(tmp_path / "absent.txt"), "is not a file"),
+                              ("texts", str(Path(__file__)), "is not one of"),
+                              ("held_out", "keep", "is not refuse or drop")):
+        config = training.load_config_file(CONFIGS / "tiny.py", **{f"pretrain.{key}": value})
+        with pytest.raises(ValueError, match=f"pretrain.{key}=.*{error}"):
+            pretrain.pretrain(config, tmp_path)
