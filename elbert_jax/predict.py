@@ -64,8 +64,9 @@ class Predictor:
         serving = {k: v for k, v in (("dtype", dtype), ("attention", attention)) if v is not None}
         if serving:
             model = type(model)(model.config.replace(**serving))
-        settings = dict(meta["exit"])
-        settings["name"] = settings.pop("policy")
+        fields = {f.name for f in dataclasses.fields(exits.ExitPolicy)}
+        settings = {"name" if k == "policy" else k: v for k, v in meta["exit"].items()}
+        settings = {k: v for k, v in settings.items() if k in fields}  # not e.g. exit.choose_by
         if from_report:
             from elbert_jax import report
 

@@ -59,7 +59,8 @@ def run_summary(workdir: str | Path, max_cost: float | None = None) -> dict[str,
         out["report"] = {
             "max_cost": budget,
             "last_exit": report["metrics"]["per_exit_accuracy"][-1],
-            "chosen_on_validation": best_on_validation(chosen.get("rows", [])),
+            "chosen_on_validation": best_on_validation(chosen.get("rows", []),
+                                                       chosen.get("criterion", "accuracy")),
             "test_sweep": {p: best_within([r for r in report["sweep"] if r["policy"] == p], budget)
                            for p in sorted({r["policy"] for r in report["sweep"]})}}
     return out

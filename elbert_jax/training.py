@@ -99,7 +99,9 @@ def base_config() -> ml_collections.ConfigDict:
     ))
     c.exit = ml_collections.ConfigDict(dict(
         policy="cwb", threshold=0.5, window=4, margin=0.0, variant="bias_1", spread=0.1,
-        patience=2, layer=1))
+        patience=2, layer=1,
+        choose_by="accuracy",  # --mode report's choice on validation: "accuracy" or "agreement"
+    ))
     return c
 
 
@@ -229,6 +231,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
              f"data.max_length={d.max_length} exceeds model.scratch.max_position_embeddings="
              f"{s.max_position_embeddings}"),
         ]
+    checks.append((e.choose_by in ("accuracy", "agreement"),
+                   f"exit.choose_by={e.choose_by!r} is not accuracy or agreement"))
     if t.tensorboard:
         import importlib.util
 

@@ -227,7 +227,8 @@ def test_config_validation_types_and_impossible_values():
            "data.bad_rows": "ignore", "train.data_parallel": "maybe", "train.log_every": 0,
            "model.classifier_dropout_prob": 1.5, "data.label_names": ["a", "a"],
            "train.ema_decay": 1.0, "train.layer_lr_decay": 0.0, "train.label_smoothing": 1.0,
-           "train.rdrop": -1.0, "train.teacher_weight": 0.0, "train.teacher_temperature": 0.0}
+           "train.rdrop": -1.0, "train.teacher_weight": 0.0, "train.teacher_temperature": 0.0,
+           "exit.choose_by": "votes"}
     with pytest.raises(ValueError) as err:
         training.validate_config(tiny(**bad))
     for expected in ("train batch sizes", "hidden_size=31 is not a multiple of num_attention_heads=2",
@@ -236,7 +237,7 @@ def test_config_validation_types_and_impossible_values():
                      "dropout", "data.label_names=['a', 'a']", "train.ema_decay=1.0 must be",
                      "train.layer_lr_decay=0.0 must be", "train.label_smoothing=1.0 must be",
                      "train.rdrop=-1.0 must be", "train.teacher_weight=0.0 must be",
-                     "train.teacher_temperature=0.0 must be"):
+                     "train.teacher_temperature=0.0 must be", "exit.choose_by='votes'"):
         assert expected in str(err.value)
 
 
@@ -296,6 +297,9 @@ def test_report_and_export(trained, tmp_path):
     top = max(r["validation_accuracy"] for r in chosen["rows"] if r["policy"] == "cwb")
     assert chosen["best"]["cwb"]["validation_accuracy"] == top
     assert set(chosen["best"]) == set(report.SWEPT)
+    assert chosen["criterion"] == "accuracy" and chosen["by"]["accuracy"] == chosen["best"]
+    agreeing = chosen["by"]["agreement"]["cwb"]  # the other criterion's choice, written beside it
+    assert agreeing["validation_agreement"] >= chosen["best"]["cwb"]["validation_agreement"]
     run = summary_lib.run_summary(workdir)  # the multi-seed table reads what the report wrote
     assert run["report"]["chosen_on_validation"] == chosen["best"]
     assert run["report"]["last_exit"] == table["metrics"]["per_exit_accuracy"][-1]
