@@ -100,7 +100,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.exit = ml_collections.ConfigDict(dict(
         policy="cwb", threshold=0.5, window=4, margin=0.0, variant="bias_1", spread=0.1,
         patience=2, layer=1,
-        choose_by="accuracy",  # --mode report's choice on validation: "accuracy" or "agreement"
+        choose_by="agreement",  # --mode report's choice on validation: "agreement" with the last
+        # exit (chosen 2026-11-29 by a pre-registered rule, docs/results.md) or "accuracy"
     ))
     return c
 

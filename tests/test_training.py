@@ -294,12 +294,13 @@ def test_report_and_export(trained, tmp_path):
     for row in chosen["rows"]:
         assert 0 <= row["test_accuracy"] <= 1
         assert 1 / 3 <= row["test_cost"] <= 1  # 3 layers: every text runs at least one
-    top = max(r["validation_accuracy"] for r in chosen["rows"] if r["policy"] == "cwb")
-    assert chosen["best"]["cwb"]["validation_accuracy"] == top
+    top = max(r["validation_agreement"] for r in chosen["rows"] if r["policy"] == "cwb")
+    assert chosen["best"]["cwb"]["validation_agreement"] == top
     assert set(chosen["best"]) == set(report.SWEPT)
-    assert chosen["criterion"] == "accuracy" and chosen["by"]["accuracy"] == chosen["best"]
-    agreeing = chosen["by"]["agreement"]["cwb"]  # the other criterion's choice, written beside it
-    assert agreeing["validation_agreement"] >= chosen["best"]["cwb"]["validation_agreement"]
+    assert chosen["criterion"] == "agreement" and chosen["by"]["agreement"] == chosen["best"]
+    accurate = chosen["by"]["accuracy"]["cwb"]  # the other criterion's choice, written beside it
+    assert accurate["validation_accuracy"] >= chosen["best"]["cwb"]["validation_accuracy"]
+    assert accurate["validation_agreement"] <= chosen["best"]["cwb"]["validation_agreement"]
     run = summary_lib.run_summary(workdir)  # the multi-seed table reads what the report wrote
     assert run["report"]["chosen_on_validation"] == chosen["best"]
     assert run["report"]["last_exit"] == table["metrics"]["per_exit_accuracy"][-1]
