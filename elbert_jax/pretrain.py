@@ -38,7 +38,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from elbert_jax import convert, training
+from elbert_jax import convert, parallel, training
 from elbert_jax import data as data_lib
 from elbert_jax.model import (ACTIVATIONS, Embeddings, EncoderConfig, LayerStack, Params, _dense,
                               _layer_norm, attention_bias)
@@ -242,6 +242,8 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path,
     m, d, p = config.model, config.data, config.pretrain
     if not m.name_or_path:
         raise ValueError("pretraining continues a checkpoint: set model.name_or_path")
+    if jax.process_count() > 1:
+        raise NotImplementedError("pretraining runs on the devices of one host, not a multi-host job")
     workdir = Path(workdir)
     out, config_path = workdir / "encoder", workdir / "config.json"
     same_config = (not config_path.exists()
@@ -283,19 +285,23 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path,
     tx = _optimizer(p, total)
     state = {"params": params, "opt_state": tx.init(params)}
 
-    @functools.partial(jax.jit, donate_argnums=0)
+    mesh = parallel.data_mesh(training.data_devices(config.train))  # the batch's rows split over it
+    rows, replicated = parallel.rows(mesh), parallel.replicated(mesh)
+
+    @functools.partial(jax.jit, donate_argnums=0, out_shardings=replicated)
     def step(state: dict, batch: dict, rng: jax.Array) -> tuple[dict, jax.Array]:
         (loss, _), grads = jax.value_and_grad(lambda q: _loss(model, q, batch, rng),
                                               has_aux=True)(state["params"])
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         return {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state}, loss
 
-    evaluate_batch = jax.jit(lambda params, batch: _loss(model, params, batch, None))
+    evaluate_batch = jax.jit(lambda params, batch: _loss(model, params, batch, None),
+                             out_shardings=replicated)
 
     def evaluate(params: Params) -> dict[str, float]:
         totals = np.zeros(3)
         for batch in held_out:
-            loss, (right, count) = evaluate_batch(params, batch)
+            loss, (right, count) = evaluate_batch(params, parallel.put_batch(batch, rows))
             totals += (float(loss) * float(count), float(right), float(count))
         return {"mlm_loss": totals[0] / totals[2], "mlm_accuracy": totals[1] / totals[2]}
 
@@ -305,18 +311,19 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path,
     manager = training.checkpoint_manager(workdir / "checkpoints", 1)
     resumed = training.restore_latest(manager, jax.eval_shape(lambda: state), workdir)
     texts_digest = hashlib.sha256("".join(trained_on).encode()).hexdigest()
+    if resumed is not None:
+        state, meta = resumed
+        if meta["texts_digest"] != texts_digest:
+            raise ValueError(f"{workdir / 'checkpoints'} was trained on other texts than this run "
+                             "reads (did the corpus file change?); use a new workdir")
+        training.truncate_metrics(metrics_path, meta["step"])
+    state = parallel.replicate(state, mesh)
     if resumed is None:
         meta = {"step": 0, "seconds": 0.0, "before": evaluate(state["params"]), "validation": None,
                 "texts_digest": texts_digest}
         metrics_path.write_text(json.dumps({"step": 0, "split": "validation", **meta["before"]}) + "\n")
         log.info("validation masked-LM loss %.4f, accuracy %.4f before pretraining",
                  meta["before"]["mlm_loss"], meta["before"]["mlm_accuracy"])
-    else:
-        state, meta = resumed
-        if meta["texts_digest"] != texts_digest:
-            raise ValueError(f"{workdir / 'checkpoints'} was trained on other texts than this run "
-                             "reads (did the corpus file change?); use a new workdir")
-        training.truncate_metrics(metrics_path, meta["step"])
     step_no = meta["step"]
     key = jax.random.PRNGKey(config.seed)
     bar = tqdm(total=total, initial=step_no, disable=not config.train.progress, unit="batch",
@@ -327,7 +334,8 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path,
             for i, batch in enumerate(data_lib.train_batches(train, p.batch_size, config.seed, epoch,
                                                              buckets)):
                 batch = masking.masked(batch, np.random.default_rng([config.seed, epoch, i]))
-                state, loss = step(state, batch, jax.random.fold_in(key, step_no))
+                state, loss = step(state, parallel.put_batch(batch, rows),
+                                   jax.random.fold_in(key, step_no))
                 step_no += 1
                 bar.update(1)
                 if step_no % config.train.log_every == 0:

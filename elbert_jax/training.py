@@ -146,7 +146,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if errors:
         raise ValueError("invalid config: " + "; ".join(errors))
     d, t, e, s = config.data, config.train, config.exit, config.model.scratch
-    devices = _data_devices(t)
+    devices = data_devices(t)
     checks = [
         (d.source in SOURCES, f"data.source={d.source!r} is not one of {SOURCES}"),
         (d.split in ("finbert", "stratified"), f"data.split={d.split!r} is not finbert/stratified"),
@@ -212,9 +212,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         (config.pretrain.held_out in ("refuse", "drop"),
          f"pretrain.held_out={config.pretrain.held_out!r} is not refuse or drop"),
         (t.data_parallel in ("auto", "off"), f"train.data_parallel={t.data_parallel!r} is not auto/off"),
-        (t.batch_size % devices == 0 and t.eval_batch_size % devices == 0,
-         f"train.batch_size={t.batch_size} and train.eval_batch_size={t.eval_batch_size} must be "
-         f"multiples of the {devices} devices the batch is split over"),
+        (t.batch_size % devices == 0 and t.eval_batch_size % devices == 0
+         and config.pretrain.batch_size % devices == 0,
+         f"train.batch_size={t.batch_size}, train.eval_batch_size={t.eval_batch_size} and "
+         f"pretrain.batch_size={config.pretrain.batch_size} must be multiples of the {devices} "
+         "devices the batch is split over"),
         (all(0 <= config.model[k] < 1 or config.model[k] < 0 for k in
              ("hidden_dropout_prob", "attention_probs_dropout_prob"))
          and 0 <= config.model.classifier_dropout_prob < 1, "model dropout rates must be < 1"),
@@ -268,7 +270,7 @@ def _type_name(value: Any) -> str:
             tuple: "a list", list: "a list"}.get(type(value), type(value).__name__)
 
 
-def _data_devices(t: ml_collections.ConfigDict) -> int:
+def data_devices(t: ml_collections.ConfigDict) -> int:
     """Devices a training batch is split over: all of them unless ``train.data_parallel='off'``."""
     return jax.device_count() if t.data_parallel == "auto" else 1
 
@@ -765,7 +767,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     tx = make_optimizer(t, max(total // t.grad_accum, 1))
     full = {"model": params, "t": init_weight_logits(model.config.num_hidden_layers)}
     state = TrainState(jnp.zeros((), jnp.int32), full, tx.init(full))
-    mesh = parallel.data_mesh(_data_devices(t))
+    mesh = parallel.data_mesh(data_devices(t))
     latest = checkpoint_manager(workdir / "checkpoints", t.keep_checkpoints)
     best = checkpoint_manager(workdir / "best", 1)
     best_metric = -np.inf

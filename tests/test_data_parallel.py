@@ -27,7 +27,7 @@ def test_on_four_virtual_devices():
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    assert re.search(r"\b4 passed", run.stdout), run.stdout[-2000:]
+    assert re.search(r"\b5 passed", run.stdout), run.stdout[-2000:]
 
 
 @needs_four
@@ -46,10 +46,31 @@ def test_training_on_four_devices_matches_one(tmp_path):
 
 
 @needs_four
+def test_pretraining_on_four_devices_matches_one(trained, tmp_path):
+    import safetensors.numpy
+
+    from elbert_jax import pretrain, report
+
+    base = report.export(trained[0], tmp_path / "base")
+    config = lambda mode: training.load_config_file(  # noqa: E731
+        ROOT / "configs" / "tiny.py", **{"model.name_or_path": str(base), "pretrain.epochs": 1,
+                                         "pretrain.lr": 3e-3, "train.data_parallel": mode})
+    one = pretrain.pretrain(config("off"), tmp_path / "one")
+    four = pretrain.pretrain(config("auto"), tmp_path / "four")
+    assert four["after"]["mlm_loss"] == pytest.approx(one["after"]["mlm_loss"], rel=1e-4)
+    a, b = (safetensors.numpy.load_file(tmp_path / run / "encoder" / "model.safetensors")
+            for run in ("one", "four"))
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+@needs_four
 def test_batch_divisible_by_devices_is_validated():
-    config = training.load_config_file(ROOT / "configs" / "tiny.py", **{"train.batch_size": 6})
-    with pytest.raises(ValueError, match="multiples of the 4 devices"):
-        training.validate_config(config)
+    for key in ("train.batch_size", "pretrain.batch_size"):
+        config = training.load_config_file(ROOT / "configs" / "tiny.py", **{key: 6})
+        with pytest.raises(ValueError, match=f"{key}=6.* must be multiples of the 4 devices"):
+            training.validate_config(config)
 
 
 @needs_four
