@@ -5,11 +5,11 @@
 #   --config.train.rdrop=4.0; test means 0.940, 0.9499 and 0.948: docs/results.md; a soup of
 #   three runs a split, as for 50Agree below, tied it on validation at 515 and tests at 0.9535,
 #   a lead that did not replicate on splits 3-5: 1,286 against 1,287 of 1,356 test texts).
-#   AllAgree's recommendation, chosen on validation by one text (516 against 515): first
-#   --mode pretrain --workdir runs/ATAPT_sN --config.seed=N --config.data.subset=AllAgree
-#   (masked-LM training on the split's training texts, 7.5 minutes), then this command with
-#   --config.model.name_or_path=runs/ATAPT_sN/encoder: test 0.9476 (the same on 50Agree lost,
-#   982 against 994 validation texts, test 0.827)
+#   Task-adaptive pretraining first (--mode pretrain --workdir runs/ATAPT_sN --config.seed=N
+#   --config.data.subset=AllAgree, then this command with
+#   --config.model.name_or_path=runs/ATAPT_sN/encoder) won validation by one text (516 against
+#   515, test 0.9476) but did not replicate on splits 3-5 (test 1,283 against 1,287), and lost on
+#   50Agree (982 against 994 validation texts, test 0.827): not recommended.
 # The real offline run: all-MiniLM-L6-v2 (../shared, a pre-trained 6-layer BERT) on ../shared
 # Financial PhraseBank 50Agree, FinBERT split, AdamW 5e-5, 4 epochs, batch 16 (chosen on
 # validation over 32 and over max_length 128 on 2026-11-25), 10% warmup, ELBERT dynamic exit
