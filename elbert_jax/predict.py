@@ -28,7 +28,6 @@ from elbert_jax.model import ElbertModel, Params
 from elbert_jax.tokenizer import Tokenizer, load_tokenizer
 
 
-
 @dataclasses.dataclass
 class Predictor:
     """An exit policy and engine around a model, its tokenizer and label names."""
