@@ -57,7 +57,7 @@ def run_summary(workdir: str | Path, max_cost: float | None = None) -> dict[str,
         chosen = report.get("chosen_on_validation") or {}
         budget = max_cost if max_cost is not None else chosen.get("max_cost", 0.5)
         out["report"] = {
-            "max_cost": budget,
+            "max_cost": budget, "criterion": chosen.get("criterion", "accuracy"),
             "last_exit": report["metrics"]["per_exit_accuracy"][-1],
             "chosen_on_validation": best_on_validation(chosen.get("rows", []),
                                                        chosen.get("criterion", "accuracy")),
@@ -84,9 +84,10 @@ def markdown(runs: Sequence[dict[str, Any]]) -> str:
                     if all("test_accuracy" in r for r in runs) else "| | | |"))
     reported = [r for r in runs if "report" in r]
     if reported:
+        criteria = sorted({r["report"]["criterion"] for r in reported})
         lines += ["", f"Early exit at computation cost <= {reported[0]['report']['max_cost']} "
-                  "(chosen on validation -> test accuracy / cost; test sweep: the best test point, "
-                  "an upper bound):", "",
+                  f"(chosen on validation by {' / '.join(criteria)} -> test accuracy / cost; test "
+                  "sweep: the best test point, an upper bound):", "",
                   "| run | last exit | CWB chosen on validation | entropy chosen on validation "
                   "| CWB test sweep | entropy test sweep | patience test sweep |",
                   "|---|---|---|---|---|---|---|"]

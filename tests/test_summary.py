@@ -83,7 +83,9 @@ def test_early_exit_totals_give_the_choice_on_validation_and_the_test_gap(tmp_pa
                        "cost": 0.6}, {"policy": "cwb", "window": 3, "threshold": 0.4,
                                       "accuracy": test, "cost": 0.5}]}))
         runs.append(summary.run_summary(run))
-    totals = summary.markdown(runs).splitlines()[-1]
+    table = summary.markdown(runs)
+    assert "chosen on validation by accuracy ->" in table  # a report from before exit.choose_by
+    totals = table.splitlines()[-1]
     # last exit 16 + 18 of 40; CWB chosen on validation (window 3, not the 1.0 on test of window 2):
     # 15 + 18 on test, 1 text = 2.5 points under, from 7 + 9 validation texts of 20
     assert totals.startswith("| **2 runs, texts right of 40** | 34 (0.8500) | 33 (0.8250, 2.5 under); "
