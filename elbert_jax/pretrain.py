@@ -47,8 +47,6 @@ from elbert_jax.tokenizer import Tokenizer, load_tokenizer
 log = logging.getLogger("elbert_jax")
 
 RECORD = "pretraining.json"
-_RESULT_KEYS = ("before", "after", "steps", "seconds", "texts", "corpus", "head_from_checkpoint",
-                "from")  # what pretrain() returns, also in RECORD
 
 
 class MaskedLMHead(nn.Module):
@@ -254,7 +252,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path,
                                   "new workdir")
         log.info("%s is pretrained already; nothing to do", out)
         record = json.loads((out / RECORD).read_text())
-        return {k: record[k] for k in _RESULT_KEYS}
+        return {k: v for k, v in record.items() if k not in ("split", "text_digests")}
     if not same_config:
         log.warning("%s differs from this run's config; its checkpoint is resumed anyway (use a new "
                     "--workdir for a new run)", config_path)
