@@ -28,7 +28,7 @@ def sweep_all(probs: np.ndarray, labels: np.ndarray, cwb: exits.ExitPolicy) -> l
     return rows
 
 
-CRITERIA = ("accuracy", "agreement")  # what a setting is chosen by on validation
+CRITERIA = training.CHOOSE_BY  # what a setting is chosen by on validation
 
 
 def choose_on_validation(val_probs: np.ndarray, val_labels: np.ndarray, test_probs: np.ndarray,
@@ -43,27 +43,39 @@ def choose_on_validation(val_probs: np.ndarray, val_labels: np.ndarray, test_pro
     the last exit predicts them: an early exit can only lose accuracy where it disagrees with the
     last exit, and counting that needs no labels, which are noisy in e.g. PhraseBank 50Agree);
     ties go to the higher accuracy, then the lower cost."""
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion={criterion!r} is not one of {CRITERIA}")
+    return choose_by_criteria(val_probs, val_labels, test_probs, test_labels, cwb, max_cost,
+                              windows, (criterion,))[criterion]
+
+
+def choose_by_criteria(val_probs: np.ndarray, val_labels: np.ndarray, test_probs: np.ndarray,
+                       test_labels: np.ndarray, cwb: exits.ExitPolicy, max_cost: float = 0.5,
+                       windows: tuple[int, ...] = (2, 3, 4, 5), criteria: tuple[str, ...] = CRITERIA
+                       ) -> dict[str, list[dict[str, Any]]]:
+    """``choose_on_validation`` for several criteria at once, each candidate swept once."""
+    unknown = [c for c in criteria if c not in CRITERIA]
+    if unknown:
+        raise ValueError(f"criterion={unknown[0]!r} is not one of {CRITERIA}")
     candidates = [dataclasses.replace(cwb, window=n) for n in windows]
     candidates += [exits.ExitPolicy(name=name) for name in SWEPT if name != "cwb"]
-    val_probs, test_probs, chosen = jnp.asarray(val_probs), jnp.asarray(test_probs), []
+    val_probs, test_probs = jnp.asarray(val_probs), jnp.asarray(test_probs)
+    chosen: dict[str, list[dict[str, Any]]] = {c: [] for c in criteria}
     last = np.asarray(val_probs[-1].argmax(-1))
     for policy in candidates:
         rows = exits.sweep(policy, val_probs, val_labels)
         for row, agreeing in zip(rows, exits.sweep(policy, val_probs, last)):
             row["agreement"] = agreeing["accuracy"]
-        best = best_within(rows, max_cost, criterion)
-        if best is None:
+        picks = {c: best for c in criteria if (best := best_within(rows, max_cost, c)) is not None}
+        if not picks:
             continue
-        test = exits.sweep(policy, test_probs, test_labels,
-                           np.array([best["threshold"]], np.float32))[0]
-        chosen.append({"policy": policy.name, "window": policy.window if policy.name == "cwb" else None,
-                       "threshold": best["threshold"], "validation_accuracy": best["accuracy"],
-                       "validation_agreement": best["agreement"],
-                       "validation_cost": best["cost"], "test_accuracy": test["accuracy"],
-                       "test_cost": test["cost"], "exit_policy": dataclasses.asdict(
-                           exits.with_threshold(policy, best["threshold"]))})
+        tests = exits.sweep(policy, test_probs, test_labels,
+                            np.array([best["threshold"] for best in picks.values()], np.float32))
+        for (criterion, best), test in zip(picks.items(), tests):
+            chosen[criterion].append({
+                "policy": policy.name, "window": policy.window if policy.name == "cwb" else None,
+                "threshold": best["threshold"], "validation_accuracy": best["accuracy"],
+                "validation_agreement": best["agreement"], "validation_cost": best["cost"],
+                "test_accuracy": test["accuracy"], "test_cost": test["cost"],
+                "exit_policy": dataclasses.asdict(exits.with_threshold(policy, best["threshold"]))})
     return chosen
 
 
@@ -176,12 +188,10 @@ def write_report(config: ml_collections.ConfigDict, workdir: str | Path,
         val = data_lib.encode(tokenizer, splits.validation, meta["max_length"])
         val_probs = training.exit_probabilities(training.make_prob_fn(model), params, val,
                                                 config.train.eval_batch_size, meta["buckets"])
-        chosen_by = {}
-        for criterion in CRITERIA:
-            rows_chosen = choose_on_validation(val_probs, val.labels, probs, encoded.labels, policy,
-                                               max_cost, criterion=criterion)
-            chosen_by[criterion] = {"rows": rows_chosen,
-                                    "best": best_on_validation(rows_chosen, criterion)}
+        chosen_by = {criterion: {"rows": rows_chosen,
+                                 "best": best_on_validation(rows_chosen, criterion)}
+                     for criterion, rows_chosen in choose_by_criteria(
+                         val_probs, val.labels, probs, encoded.labels, policy, max_cost).items()}
         criterion = config.exit.choose_by
         selected = {"max_cost": max_cost, "criterion": criterion, **chosen_by[criterion],
                     "by": {name: value["best"] for name, value in chosen_by.items()}}

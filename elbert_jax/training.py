@@ -40,6 +40,7 @@ from elbert_jax.tokenizer import Tokenizer, load_tokenizer
 log = logging.getLogger("elbert_jax")
 
 SOURCES = ("phrasebank", "files", "hub", "demo")
+CHOOSE_BY = ("accuracy", "agreement")  # what --mode report picks a setting by on validation (exit.choose_by)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -211,6 +212,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f"pretrain.texts={config.pretrain.texts!r} is not one of {data_lib.INPUT_FORMATS}"),
         (config.pretrain.held_out in ("refuse", "drop"),
          f"pretrain.held_out={config.pretrain.held_out!r} is not refuse or drop"),
+        (e.choose_by in CHOOSE_BY, f"exit.choose_by={e.choose_by!r} is not one of {CHOOSE_BY}"),
         (t.data_parallel in ("auto", "off"), f"train.data_parallel={t.data_parallel!r} is not auto/off"),
         (t.batch_size % devices == 0 and t.eval_batch_size % devices == 0
          and config.pretrain.batch_size % devices == 0,
@@ -234,8 +236,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
              f"data.max_length={d.max_length} exceeds model.scratch.max_position_embeddings="
              f"{s.max_position_embeddings}"),
         ]
-    checks.append((e.choose_by in ("accuracy", "agreement"),
-                   f"exit.choose_by={e.choose_by!r} is not accuracy or agreement"))
     if t.tensorboard:
         import importlib.util
 
