@@ -5,11 +5,14 @@ and every text of the chosen split is scored by both best checkpoints at one exi
     python -m elbert_jax.compare --a runs/SP_s0 runs/SP_s1 runs/SP_s2 \\
         --b runs/SOUP_s0 runs/SOUP_s1 runs/SOUP_s2 [--split test] [--layer 6] [--json]
     python -m elbert_jax.compare --a runs/X_s0 runs/X_s1 --b runs/X_s0 runs/X_s1 --b_policy cwb
+    python -m elbert_jax.compare --a runs/X_s0 runs/X_s1 --b runs/X_s0 runs/X_s1 --b_checkpoint last
 
 A side is scored at its last exit (or ``--layer``), or with ``--a_policy``/``--b_policy`` NAME
 under the setting of that exit policy which ``train.py --mode report`` chose on validation (what
 ``infer.py --from_report`` serves), with its computation cost: the second command asks whether
-early exit with CWB costs accuracy that the test texts can see.
+early exit with CWB costs accuracy that the test texts can see. ``--b_checkpoint last`` scores
+B's runs where their training ended instead of at the epoch kept on validation (the third command
+asks whether that choice helps).
 
 Per pair and pooled over the pairs: texts right, the discordant texts (right under one recipe
 only), McNemar's exact test on them (the p-value of "both recipes are equally accurate"), and a
@@ -39,12 +42,12 @@ SPLITS = ("validation", "test")
 
 
 def right_per_text(workdir: str | Path, split: str = "test", layer: int | None = None,
-                   policy: str | None = None) -> tuple[np.ndarray, float]:
-    """[N] bool, whether the workdir's best checkpoint gets each text of ``split`` right, in
-    split order, at exit ``layer`` (1-based; default the last) or under the setting of exit
-    policy ``policy`` chosen on validation by the workdir's report; and the computation cost
+                   policy: str | None = None, checkpoint: str = "best") -> tuple[np.ndarray, float]:
+    """[N] bool, whether the workdir's best (or ``last``) checkpoint gets each text of ``split``
+    right, in split order, at exit ``layer`` (1-based; default the last) or under the setting of
+    exit policy ``policy`` chosen on validation by the workdir's report; and the computation cost
     (mean exit layer / L)."""
-    return _right(workdir, _texts(workdir, split), layer, policy)
+    return _right(workdir, _texts(workdir, split), layer, policy, checkpoint)
 
 
 def _texts(workdir: str | Path, split: str) -> data_lib.TextSet:
@@ -54,9 +57,12 @@ def _texts(workdir: str | Path, split: str) -> data_lib.TextSet:
 
 
 def _right(workdir: str | Path, texts: data_lib.TextSet, layer: int | None,
-           policy: str | None) -> tuple[np.ndarray, float]:
+           policy: str | None, checkpoint: str = "best") -> tuple[np.ndarray, float]:
+    if policy is not None and checkpoint != "best":
+        raise ValueError(f"{workdir}: a policy's setting is chosen by the report of the best "
+                         f"checkpoint, so it cannot score the {checkpoint} one")
     probs, model, meta = training.workdir_probabilities(
-        workdir, texts, training.saved_config(workdir).train.eval_batch_size)
+        workdir, texts, training.saved_config(workdir).train.eval_batch_size, checkpoint)
     num_layers = model.config.num_hidden_layers
     layer = num_layers if layer is None else layer
     if not 1 <= layer <= num_layers:
@@ -99,10 +105,12 @@ def bootstrap_interval(pairs: Sequence[tuple[np.ndarray, np.ndarray]], resamples
 
 def compare(a_runs: Sequence[str | Path], b_runs: Sequence[str | Path], split: str = "test",
             layer: int | None = None, resamples: int = 10_000, seed: int = 0,
-            a_policy: str | None = None, b_policy: str | None = None) -> dict[str, Any]:
+            a_policy: str | None = None, b_policy: str | None = None,
+            a_checkpoint: str = "best", b_checkpoint: str = "best") -> dict[str, Any]:
     """Each pair's and the pooled comparison (module docstring); pairs on different splits are
     refused, each named. ``a_policy``/``b_policy``: score that side under the exit policy its
-    report chose on validation instead of at ``layer``."""
+    report chose on validation instead of at ``layer``; ``a_checkpoint``/``b_checkpoint``: its
+    ``best`` or ``last`` checkpoint (``training.restore_params``)."""
     if len(a_runs) != len(b_runs) or not a_runs:
         raise ValueError(f"--a and --b need as many runs each (one per split), not "
                          f"{len(a_runs)} and {len(b_runs)}")
@@ -114,8 +122,8 @@ def compare(a_runs: Sequence[str | Path], b_runs: Sequence[str | Path], split: s
     pairs, rows = [], []
     for a_dir, b_dir in zip(a_runs, b_runs):
         texts = _texts(a_dir, split)  # b_dir's too: the identities are equal
-        a_right, a_cost = _right(a_dir, texts, layer, a_policy)
-        b_right, b_cost = _right(b_dir, texts, layer, b_policy)
+        a_right, a_cost = _right(a_dir, texts, layer, a_policy, a_checkpoint)
+        b_right, b_cost = _right(b_dir, texts, layer, b_policy, b_checkpoint)
         pairs.append((a_right, b_right))
         rows.append({"a": str(a_dir), "b": str(b_dir), "a_cost": a_cost, "b_cost": b_cost,
                      **mcnemar(a_right, b_right),
@@ -125,13 +133,16 @@ def compare(a_runs: Sequence[str | Path], b_runs: Sequence[str | Path], split: s
     for side in "ab":  # the mean over all texts
         pooled[f"{side}_cost"] = sum(r[f"{side}_cost"] * r["texts"] for r in rows) / pooled["texts"]
     return {"split": split, "layer": layer, "a_policy": a_policy, "b_policy": b_policy,
+            "a_checkpoint": a_checkpoint, "b_checkpoint": b_checkpoint,
             "resamples": resamples, "pairs": rows, "pooled": pooled}
 
 
 def markdown(result: dict[str, Any]) -> str:
     fixed = "last exit" if result["layer"] is None else f"exit {result['layer']}"
-    sides = [f"{side} at {fixed}" if result[f"{side.lower()}_policy"] is None else
-             f"{side} with {result[f'{side.lower()}_policy']} chosen on validation"
+    sides = [(f"{side} at {fixed}" if result[f"{side.lower()}_policy"] is None else
+              f"{side} with {result[f'{side.lower()}_policy']} chosen on validation")
+             + ("" if result.get(f"{side.lower()}_checkpoint", "best") == "best" else
+                f" ({result[f'{side.lower()}_checkpoint']} checkpoint)")
              for side in "AB"]
     lines = [f"{result['split']}, {sides[0]}, {sides[1]}: B minus A, with a 95% paired bootstrap "
              f"interval ({result['resamples']} resamples)", "",
@@ -159,6 +170,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.add_argument(f"--{side}_policy", default=None, choices=exits.POLICIES,
                             help=f"score --{side} under this policy's setting chosen on validation "
                             "by its report (default: at --layer)")
+        parser.add_argument(f"--{side}_checkpoint", default="best", choices=sorted(training.CHECKPOINTS),
+                            help=f"score --{side} at the epoch kept on validation (best) or where "
+                            "training ended (last)")
     parser.add_argument("--resamples", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0, help="the bootstrap's random seed")
     parser.add_argument("--json", action="store_true", help="JSON instead of a markdown table")
@@ -167,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--resamples must be >= 1")
     try:
         result = compare(args.a, args.b, args.split, args.layer, args.resamples, args.seed,
-                         args.a_policy, args.b_policy)
+                         args.a_policy, args.b_policy, args.a_checkpoint, args.b_checkpoint)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     print(json.dumps(result) if args.json else markdown(result), file=sys.stdout)

@@ -40,6 +40,8 @@ from elbert_jax.tokenizer import Tokenizer, load_tokenizer
 log = logging.getLogger("elbert_jax")
 
 SOURCES = ("phrasebank", "files", "hub", "demo")
+# What train.select_metric keeps in DIR/best: the epoch best on that validation metric, or the last.
+SELECT_METRICS = ("accuracy", "macro_f1", "policy_accuracy", "last")
 CHOOSE_BY = ("accuracy", "agreement")  # what --mode report picks a setting by on validation (exit.choose_by)
 
 
@@ -169,8 +171,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         (0 <= t.warmup_fraction < 1, f"train.warmup_fraction={t.warmup_fraction} must be in [0, 1)"),
         (t.clip_norm > 0, f"train.clip_norm={t.clip_norm} must be > 0"),
         (t.weighting in WEIGHTINGS, f"train.weighting={t.weighting!r} is not one of {WEIGHTINGS}"),
-        (t.select_metric in ("accuracy", "macro_f1", "policy_accuracy"),
-         f"train.select_metric={t.select_metric!r} is not accuracy/macro_f1/policy_accuracy"),
+        (t.select_metric in SELECT_METRICS,
+         f"train.select_metric={t.select_metric!r} is not one of {'/'.join(SELECT_METRICS)}"),
         (t.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
         (config.model.dtype in ("float32", "bfloat16", "float16"),
          f"model.dtype={config.model.dtype!r} is not float32/bfloat16/float16"),
@@ -375,11 +377,11 @@ def build_model(config: ml_collections.ConfigDict, splits: data_lib.Splits, work
     return model, params, tokenizer
 
 
-def workdir_probabilities(workdir: str | Path, texts: data_lib.TextSet, batch_size: int = 128
-                          ) -> tuple[np.ndarray, ElbertModel, dict[str, Any]]:
-    """[L, N, K] exit probabilities of a trained workdir's best checkpoint for ``texts``, with its
-    own tokenizer and input length; the model and ``model.json`` (``restore_best_params``)."""
-    model, params, meta = restore_best_params(workdir)
+def workdir_probabilities(workdir: str | Path, texts: data_lib.TextSet, batch_size: int = 128,
+                          checkpoint: str = "best") -> tuple[np.ndarray, ElbertModel, dict[str, Any]]:
+    """[L, N, K] exit probabilities of a trained workdir's best (or ``last``) checkpoint for
+    ``texts``, with its own tokenizer and input length; the model and meta (``restore_params``)."""
+    model, params, meta = restore_params(workdir, checkpoint)
     encoded = data_lib.encode(load_tokenizer(Path(workdir) / "tokenizer"), texts, meta["max_length"])
     probs = exit_probabilities(make_prob_fn(model), params, encoded, batch_size, meta["buckets"])
     return probs, model, meta
@@ -654,11 +656,7 @@ def restore_latest(manager: ocp.CheckpointManager, abstract: Any, workdir: Path
     folder = workdir / "checkpoints"
     for step in sorted(manager.all_steps(), reverse=True):
         try:
-            restored = manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-            expected = restored["meta"].get("digest")
-            if expected is not None and _digest(restored["state"]) != expected:
-                raise ValueError("its contents do not match the digest saved with it")
+            restored = _restore_checked(manager, step, abstract)
         except Exception as err:  # noqa: BLE001 - any failure means: not this checkpoint
             aside = workdir / "unreadable_checkpoints" / str(step)
             aside.parent.mkdir(exist_ok=True)
@@ -672,6 +670,17 @@ def restore_latest(manager: ocp.CheckpointManager, abstract: Any, workdir: Path
     if any((workdir / "unreadable_checkpoints").glob("*")):
         log.warning("no readable checkpoint left in %s: training starts from step 0", folder)
     return None
+
+
+def _restore_checked(manager: ocp.CheckpointManager, step: int, abstract: Any) -> dict:
+    """{"state", "meta"} of a ``save_checkpoint`` checkpoint; ValueError if the state does not
+    match the digest saved with it."""
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    expected = restored["meta"].get("digest")
+    if expected is not None and _digest(restored["state"]) != expected:
+        raise ValueError(f"checkpoint {step}: its contents do not match the digest saved with it")
+    return restored
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -703,18 +712,63 @@ def restore_best_params(workdir: str | Path) -> tuple[ElbertModel, Params, dict]
     """Model, best params and ``model.json`` (labels, exit defaults) of a trained workdir, with
     ``best_step``, the step the best checkpoint was saved at (what a report was made from)."""
     workdir = Path(workdir)
-    if not (workdir / "model.json").is_file():
-        raise FileNotFoundError(f"{workdir}: not a workdir written by train.py (no model.json)")
-    meta = json.loads((workdir / "model.json").read_text())
-    config = EncoderConfig(**meta["encoder"])
-    abstract = jax.eval_shape(lambda: init_params(config))
+    model, abstract, meta = _workdir_model(workdir)
     with checkpoint_manager(workdir / "best", 1) as manager:
         step = manager.latest_step()
         if step is None:
             raise FileNotFoundError(f"{workdir / 'best'}: no checkpoint (has training run an epoch?)")
         restored = manager.restore(step, args=ocp.args.Composite(
             params=ocp.args.StandardRestore(abstract)))
-    return ElbertModel(config), restored["params"], meta | {"best_step": int(step)}
+    return model, restored["params"], meta | {"best_step": int(step)}
+
+
+def _workdir_model(workdir: Path) -> tuple[ElbertModel, Params, dict]:
+    """The model, the shapes of its params and ``model.json`` of a trained workdir."""
+    if not (workdir / "model.json").is_file():
+        raise FileNotFoundError(f"{workdir}: not a workdir written by train.py (no model.json)")
+    meta = json.loads((workdir / "model.json").read_text())
+    config = EncoderConfig(**meta["encoder"])
+    return ElbertModel(config), jax.eval_shape(lambda: init_params(config)), meta
+
+
+def restore_last_params(workdir: str | Path) -> tuple[ElbertModel, Params, dict]:
+    """As ``restore_best_params``, but the params the finished run ended with (its last training
+    state in ``checkpoints/``, the parameter average when it kept one), chosen without looking at
+    validation; ``last_step`` in the meta. A run that has not finished is refused."""
+    workdir = Path(workdir)
+    model, _, meta = _workdir_model(workdir)
+    config = saved_config(workdir)
+    finished = [r["step"] for r in _metrics(workdir) if r.get("split") == "test"]
+    folder = workdir / "checkpoints"
+    with checkpoint_manager(folder, config.train.keep_checkpoints) as manager:
+        step = manager.latest_step()
+        if not finished or step != finished[-1]:
+            raise FileNotFoundError(f"{folder}: no last state of a finished run (latest "
+                                    f"checkpoint {step}, finished at {finished[-1:] or 'none'})")
+        tx = make_optimizer(config.train, 1)  # the state's shapes do not depend on the schedule
+        full = {"model": init_params(model.config),
+                "t": init_weight_logits(model.config.num_hidden_layers)}
+        abstract = jax.eval_shape(lambda: TrainState(jnp.zeros((), jnp.int32), full, tx.init(full)))
+        state = _restore_checked(manager, step, abstract)["state"]
+    params = averaged_params(state.opt_state, config.train.ema_decay)
+    return model, state.params["model"] if params is None else params, meta | {"last_step": step}
+
+
+CHECKPOINTS = {"best": restore_best_params, "last": restore_last_params}
+
+
+def restore_params(workdir: str | Path, checkpoint: str = "best"
+                   ) -> tuple[ElbertModel, Params, dict]:
+    """A trained workdir's model, params and meta at ``checkpoint``: ``best`` (kept on
+    validation, ``train.select_metric``) or ``last`` (where training ended)."""
+    if checkpoint not in CHECKPOINTS:
+        raise ValueError(f"checkpoint={checkpoint!r} is not one of {sorted(CHECKPOINTS)}")
+    return CHECKPOINTS[checkpoint](workdir)
+
+
+def _metrics(workdir: Path) -> list[dict[str, Any]]:
+    path = workdir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
 # ---------------------------------------------------------------- the loop
@@ -836,9 +890,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                     probs = exit_probabilities(prob_fn, params, encoded["validation"],
                                                t.eval_batch_size, buckets)
                     val = exit_metrics(probs, encoded["validation"].labels, policy)
-                    improved = val[t.select_metric] > best_metric
+                    score = val["accuracy" if t.select_metric == "last" else t.select_metric]
+                    improved = t.select_metric == "last" or score > best_metric
                     if improved:
-                        best_metric = val[t.select_metric]
+                        best_metric = score
                         best.save(step, args=ocp.args.Composite(
                             params=ocp.args.StandardSave(params),
                             meta=ocp.args.JsonSave({"epoch": epoch, "validation": val})), force=True)

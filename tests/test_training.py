@@ -158,6 +158,40 @@ def test_param_average_is_what_gets_evaluated_and_saved(tmp_path):
     for x, y in zip(best[0.0], best[1e-9], strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
     assert max(float(np.abs(x - y).max()) for x, y in zip(best[0.0], best[0.9])) > 1e-3
+    ended = jax.tree.leaves(training.restore_last_params(tmp_path / "0.9")[1])  # one epoch: kept
+    for x, y in zip(best[0.9], ended, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_the_last_checkpoint_is_where_training_ended(trained, tmp_path, capsys):
+    """select_metric=last keeps every epoch in turn. The metric decides only what is kept, so that
+    run follows the fixture's trajectory, and its kept params are the fixture's last training
+    state bit for bit; ``compare --b_checkpoint last`` scores that state."""
+    from elbert_jax import compare as compare_lib
+
+    workdir, _ = trained
+    last_run = tmp_path / "last"
+    result = training.train_and_evaluate(tiny(**{"train.select_metric": "last"}), last_run)
+    records = [json.loads(line) for line in (last_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["best"] for r in records if r.get("split") == "validation"] == [True, True]
+    _, kept, meta = training.restore_best_params(last_run)
+    _, ended, ended_meta = training.restore_params(workdir, "last")
+    assert meta["best_step"] == ended_meta["last_step"] == result["step"]
+    for x, y in zip(jax.tree.leaves(kept), jax.tree.leaves(ended), strict=True):
+        np.testing.assert_array_equal(x, y)
+    right, _ = compare_lib.right_per_text(workdir, checkpoint="last")
+    np.testing.assert_array_equal(right, compare_lib.right_per_text(last_run)[0])
+    compare_lib.main(["--a", str(workdir), "--b", str(workdir), "--b_checkpoint", "last",
+                      "--resamples", "10"])
+    assert "B at last exit (last checkpoint)" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="cannot score the last one"):
+        compare_lib.right_per_text(workdir, policy="cwb", checkpoint="last")
+    with pytest.raises(ValueError, match="is not one of"):
+        training.restore_params(workdir, "first")
+    first_epoch = next(r["step"] for r in records if r.get("split") == "validation")
+    training.train_and_evaluate(tiny(), tmp_path / "cut", stop_at_step=first_epoch + 1)
+    with pytest.raises(FileNotFoundError, match="no last state of a finished run"):
+        training.restore_last_params(tmp_path / "cut")
 
 
 @pytest.mark.parametrize("model_type", ["bert", "albert"])
