@@ -21,6 +21,8 @@ flags.DEFINE_string("export_dir", None, "Where --mode export writes the transfor
 flags.DEFINE_string("split", "test", "Split that --mode report evaluates.")
 flags.DEFINE_float("max_cost", 0.5, "--mode report on test: each policy's setting is chosen on "
                    "validation as the most accurate at computation cost <= this.")
+flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "--mode report: the checkpoint kept on "
+                  "validation (best) or the state the run ended with (last, into report_SPLIT_last).")
 config_flags.DEFINE_config_file("config", None, "Config file (a get_config()).", lock_config=True)
 FLAGS = flags.FLAGS
 
@@ -39,7 +41,8 @@ def main(argv):
     elif FLAGS.mode == "pretrain":
         result = pretrain.pretrain(FLAGS.config, FLAGS.workdir)
     elif FLAGS.mode == "report":
-        result = report.write_report(FLAGS.config, FLAGS.workdir, FLAGS.split, FLAGS.max_cost)
+        result = report.write_report(FLAGS.config, FLAGS.workdir, FLAGS.split, FLAGS.max_cost,
+                                     FLAGS.checkpoint)
     else:
         if not FLAGS.export_dir:
             raise app.UsageError("--mode export needs --export_dir")

@@ -168,12 +168,15 @@ def plot(rows: list[dict], probs: np.ndarray, labels: np.ndarray, layers: np.nda
 
 
 def write_report(config: ml_collections.ConfigDict, workdir: str | Path,
-                 split: str = "test", max_cost: float = 0.5) -> dict[str, Any]:
+                 split: str = "test", max_cost: float = 0.5, checkpoint: str = "best"
+                 ) -> dict[str, Any]:
     """``report.json`` and PNGs in ``workdir/report_<split>`` from the best checkpoint; for the
-    test split also each policy's setting chosen on validation at cost <= ``max_cost``."""
+    test split also each policy's setting chosen on validation at cost <= ``max_cost``. With
+    ``checkpoint="last"``, of the state the run ended with, in ``report_<split>_last`` (what
+    ``infer.py --from_report`` serves stays the best checkpoint's)."""
     training.validate_config(config)
     workdir = Path(workdir)
-    model, params, meta = training.restore_best_params(workdir)
+    model, params, meta = training.restore_params(workdir, checkpoint)
     splits = training.load_splits(config)
     tokenizer = load_tokenizer(workdir / "tokenizer")
     encoded = data_lib.encode(tokenizer, getattr(splits, split), meta["max_length"])
@@ -195,11 +198,12 @@ def write_report(config: ml_collections.ConfigDict, workdir: str | Path,
         criterion = config.exit.choose_by
         selected = {"max_cost": max_cost, "criterion": criterion, **chosen_by[criterion],
                     "by": {name: value["best"] for name, value in chosen_by.items()}}
-    folder = workdir / f"report_{split}"
+    folder = workdir / (f"report_{split}" if checkpoint == "best" else f"report_{split}_{checkpoint}")
     folder.mkdir(exist_ok=True)
     images = plot(rows, probs, encoded.labels, np.asarray(chosen.layer), folder,
                   f"{split}: {len(encoded)} texts, L = {probs.shape[0]}")
-    report = {"split": split, "checkpoint_step": meta["best_step"], "texts": len(encoded),
+    report = {"split": split, "checkpoint": checkpoint, "checkpoint_step": meta[f"{checkpoint}_step"],
+              "texts": len(encoded),
               "num_layers": int(probs.shape[0]),
               "configured_policy": config.exit.to_dict(), "metrics": metrics,
               "exit_histogram": np.bincount(np.asarray(chosen.layer),

@@ -186,6 +186,14 @@ def test_the_last_checkpoint_is_where_training_ended(trained, tmp_path, capsys):
     assert "B at last exit (last checkpoint)" in capsys.readouterr().out
     with pytest.raises(ValueError, match="cannot score the last one"):
         compare_lib.right_per_text(workdir, policy="cwb", checkpoint="last")
+    from elbert_jax import report
+
+    kept_report = report.write_report(tiny(), last_run)
+    ended_report = report.write_report(tiny(), workdir, checkpoint="last")
+    assert ended_report["report"].endswith("report_test_last/report.json")
+    assert ended_report["checkpoint"] == "last" and kept_report["checkpoint"] == "best"
+    for key in ("checkpoint_step", "metrics", "exit_histogram", "chosen_on_validation"):
+        assert ended_report[key] == kept_report[key], key
     with pytest.raises(ValueError, match="is not one of"):
         training.restore_params(workdir, "first")
     first_epoch = next(r["step"] for r in records if r.get("split") == "validation")
