@@ -740,6 +740,8 @@ def restore_last_params(workdir: str | Path) -> tuple[ElbertModel, Params, dict]
     config = saved_config(workdir)
     finished = [r["step"] for r in _metrics(workdir) if r.get("split") == "test"]
     folder = workdir / "checkpoints"
+    if not folder.is_dir():  # e.g. a soup, which was never trained
+        raise FileNotFoundError(f"{folder}: none, so no last training state to score")
     with checkpoint_manager(folder, config.train.keep_checkpoints) as manager:
         step = manager.latest_step()
         if not finished or step != finished[-1]:

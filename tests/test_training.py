@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -200,6 +201,10 @@ def test_the_last_checkpoint_is_where_training_ended(trained, tmp_path, capsys):
     training.train_and_evaluate(tiny(), tmp_path / "cut", stop_at_step=first_epoch + 1)
     with pytest.raises(FileNotFoundError, match="no last state of a finished run"):
         training.restore_last_params(tmp_path / "cut")
+    shutil.rmtree(tmp_path / "cut" / "checkpoints")
+    with pytest.raises(FileNotFoundError, match="none, so no last training state"):
+        training.restore_last_params(tmp_path / "cut")
+    assert not (tmp_path / "cut" / "checkpoints").exists()
 
 
 @pytest.mark.parametrize("model_type", ["bert", "albert"])
