@@ -12,7 +12,8 @@ naming its ingredients), so ``infer.py``, ``--mode report``/``export`` and
 ``--greedy`` makes the paper's greedy soup instead: the runs ranked by validation accuracy, each
 added only if the soup's validation accuracy does not drop. It picks on the validation texts, so
 its validation score is no longer a fair estimate; compare greedy soups on test or on a split
-the choice did not see.
+the choice did not see. ``--checkpoint last`` averages the states the runs ended with instead of
+the epochs they kept on validation (what ``train.select_metric=last`` keeps in ``best/``).
 """
 
 from __future__ import annotations
@@ -55,10 +56,11 @@ def _same_tokenizer(a: Path, b: Path) -> bool:
 
 
 def make_soup(workdirs: Sequence[str | Path], out: str | Path,
-              greedy: bool = False) -> dict[str, Any]:
-    """Averages the runs' best params into the workdir ``out`` and scores it on validation and
-    test; returns both metric dicts. Runs of another architecture, label set, tokenizer or split
-    are refused, each named. ``greedy``: Wortsman et al.'s greedy soup (module docstring)."""
+              greedy: bool = False, checkpoint: str = "best") -> dict[str, Any]:
+    """Averages the runs' best (or ``last``, ``training.restore_params``) params into the workdir
+    ``out`` and scores it on validation and test; returns both metric dicts. Runs of another
+    architecture, label set, tokenizer or split are refused, each named. ``greedy``: Wortsman et
+    al.'s greedy soup (module docstring)."""
     workdirs = [Path(w) for w in workdirs]
     out = Path(out)
     if not workdirs:
@@ -66,7 +68,7 @@ def make_soup(workdirs: Sequence[str | Path], out: str | Path,
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; a soup is written to a new folder")
     first = workdirs[0]
-    loaded = [training.restore_best_params(w) for w in workdirs]
+    loaded = [training.restore_params(w, checkpoint) for w in workdirs]
     model, _, meta = loaded[0]
     config = training.saved_config(first)
     split = training.split_identity(config)
@@ -82,7 +84,7 @@ def make_soup(workdirs: Sequence[str | Path], out: str | Path,
         if not _same_tokenizer(first / "tokenizer", workdir / "tokenizer"):
             raise ValueError(f"{workdir}/tokenizer differs from {first}/tokenizer")
         trees.append(params_w)
-        ingredients.append({"workdir": str(workdir), "best_step": meta_w["best_step"]})
+        ingredients.append({"workdir": str(workdir), f"{checkpoint}_step": meta_w[f"{checkpoint}_step"]})
 
     splits = training.load_splits(config)
     tokenizer = load_tokenizer(first / "tokenizer")
@@ -146,9 +148,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="a new workdir for the soup")
     parser.add_argument("--greedy", action="store_true",
                         help="keep a run only if it does not lower validation accuracy")
+    parser.add_argument("--checkpoint", choices=sorted(training.CHECKPOINTS), default="best",
+                        help="average each run's epoch kept on validation (best) or its last state")
     args = parser.parse_args(argv)
     try:
-        metrics = make_soup(args.workdirs, args.out, greedy=args.greedy)
+        metrics = make_soup(args.workdirs, args.out, greedy=args.greedy, checkpoint=args.checkpoint)
     except (OSError, ValueError) as err:
         parser.exit(2, f"error: {err}\n")
     for split, m in metrics.items():

@@ -33,6 +33,17 @@ def test_soup_of_one_run_scores_as_the_run(trained, tmp_path):
         assert metrics[split] == {k: v for k, v in record.items() if k in metrics[split]}, split
 
 
+def test_soup_of_last_states(trained, tmp_path, capsys):
+    workdir, _ = trained
+    soup_lib.main([str(workdir), "--out", str(tmp_path / "soup"), "--checkpoint", "last"])
+    assert '"split": "test"' in capsys.readouterr().out
+    _, ended, meta = training.restore_last_params(workdir)
+    jax.tree.map(np.testing.assert_array_equal,
+                 training.restore_best_params(tmp_path / "soup")[1], ended)
+    ingredient = json.loads((tmp_path / "soup" / "soup.json").read_text())["ingredients"][0]
+    assert ingredient == {"workdir": str(workdir), "last_step": meta["last_step"]}
+
+
 def test_soup_is_the_mean_and_serves_like_a_run(trained, second_run, tmp_path):
     first, _ = trained
     out = tmp_path / "soup"
