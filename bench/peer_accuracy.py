@@ -10,8 +10,9 @@ data code, so its seed-N split need not be ours. Here the split, the tokenised b
 order come from the library (``load_splits``, ``train_batches`` of the config and seed), and the
 recipe is the config's (lr, weight decay, warmup, clipping, epochs, batch size, max_length):
 transformers' ``AutoModelForSequenceClassification`` from the same checkpoint, one exit, fp32,
-the best epoch chosen on validation accuracy as our trainer chooses it. It prints the test
-accuracy and macro-F1 of that epoch and of the last one.
+the best epoch chosen on validation accuracy as our trainer chooses it by default. It prints
+the test accuracy and macro-F1 of that epoch and of the last one (what ``train.select_metric=last``
+keeps, as ``configs/fsa_minilm.py`` does since 2026-11-29).
 """
 
 from __future__ import annotations
