@@ -68,7 +68,7 @@ def run_summary(workdir: str | Path, max_cost: float | None = None) -> dict[str,
 
 def markdown(runs: Sequence[dict[str, Any]]) -> str:
     """A table with a row per run and a totals row (texts right, means)."""
-    lines = ["| run | validation by epoch | best (epoch) | test | macro-F1 | per-exit test |",
+    lines = ["| run | validation by epoch | kept (epoch) | test | macro-F1 | per-exit test |",
              "|---|---|---|---|---|---|"]
     for r in runs:
         lines.append(f"| {r['workdir']} | {' '.join(f'{a:.3f}' for a in r['validation_by_epoch'])} "
