@@ -96,15 +96,19 @@ class TextSet:
     labels: np.ndarray  # int32 [N]
     pairs: list[str] | None = None
     targets: np.ndarray | None = None  # float32 [N, K] soft training targets; None: one-hot labels
+    # int32 [N]: PhraseBank's highest subset holding each text, 0..3 (PHRASEBANK_SUBSETS), which
+    # reports break accuracy down by; None for other data
+    agreement: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def subset(self, index: Sequence[int]) -> "TextSet":
         index = np.asarray(index, int)
+        pick = lambda values: None if values is None else values[index]  # noqa: E731
         return TextSet([self.texts[i] for i in index], self.labels[index],
                        None if self.pairs is None else [self.pairs[i] for i in index],
-                       None if self.targets is None else self.targets[index])
+                       pick(self.targets), pick(self.agreement))
 
 
 @dataclasses.dataclass
@@ -183,6 +187,17 @@ def phrasebank_agreement(path: str | Path, texts: Sequence[str], bad: BadRows | 
         first = int(np.argmax(level < 0))
         raise DataError(f"{path}: {texts[first][:60]!r} is in no Sentences_*Agree.txt file")
     return level
+
+
+def agreement_if_available(path: str | Path, texts: Sequence[str]) -> np.ndarray | None:
+    """``phrasebank_agreement`` for the reports' breakdown, or None when ``path`` lacks one of the
+    four files (a trimmed copy). Bad rows are the configured subset's reading's business, so the
+    other files' are not reported again."""
+    try:
+        return phrasebank_agreement(path, texts, BadRows("skip"))
+    except (FileNotFoundError, DataError) as err:
+        log.info("no annotator agreement for the report's breakdown: %s", err)
+        return None
 
 
 def agreement_targets(labels: np.ndarray, level: np.ndarray) -> np.ndarray:

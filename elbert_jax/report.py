@@ -127,6 +127,28 @@ def validated_policy(workdir: str | Path, name: str, best_step: int) -> exits.Ex
     return exits.ExitPolicy(**best[name]["exit_policy"])
 
 
+def by_agreement(probs: np.ndarray, labels: np.ndarray, agreement: np.ndarray,
+                 policies: dict[str, exits.ExitPolicy]) -> list[dict[str, Any]]:
+    """Accuracy per PhraseBank agreement level (the highest subset holding each text): the texts,
+    each exit's accuracy and each policy's accuracy and cost. The splits differ in how many
+    ambiguous sentences they draw, which moves their accuracy more than most recipes do."""
+    num_layers = probs.shape[0]
+    right = probs.argmax(-1) == labels[None]  # [L, N]
+    outcomes = {name: exits.oracle(policy, jnp.asarray(probs)) for name, policy in policies.items()}
+    rows = []
+    for level, subset in enumerate(data_lib.PHRASEBANK_SUBSETS):
+        rows_in = agreement == level
+        row: dict[str, Any] = {"highest_subset": subset, "texts": int(rows_in.sum())}
+        if rows_in.any():
+            row["per_exit_accuracy"] = right[:, rows_in].mean(1).tolist()
+            for name, out in outcomes.items():
+                prediction, layer = np.asarray(out.prediction)[rows_in], np.asarray(out.layer)[rows_in]
+                row[name] = {"accuracy": float(np.mean(prediction == labels[rows_in])),
+                             "cost": float(layer.mean() / num_layers)}
+        rows.append(row)
+    return rows
+
+
 def plot(rows: list[dict], probs: np.ndarray, labels: np.ndarray, layers: np.ndarray,
          folder: Path, title: str) -> list[Path]:
     """accuracy_vs_cost.png (all policies), per_exit_accuracy.png, exit_histogram.png."""
@@ -198,6 +220,12 @@ def write_report(config: ml_collections.ConfigDict, workdir: str | Path,
         criterion = config.exit.choose_by
         selected = {"max_cost": max_cost, "criterion": criterion, **chosen_by[criterion],
                     "by": {name: value["best"] for name, value in chosen_by.items()}}
+    agreement = getattr(splits, split).agreement
+    if agreement is not None:  # PhraseBank: the configured policy and those chosen on validation
+        served = {"configured": policy} | {
+            name: exits.ExitPolicy(**row["exit_policy"])
+            for name, row in (selected["best"] if selected else {}).items()}
+        agreement = by_agreement(probs, encoded.labels, agreement, served)
     folder = workdir / (f"report_{split}" if checkpoint == "best" else f"report_{split}_{checkpoint}")
     folder.mkdir(exist_ok=True)
     images = plot(rows, probs, encoded.labels, np.asarray(chosen.layer), folder,
@@ -208,7 +236,8 @@ def write_report(config: ml_collections.ConfigDict, workdir: str | Path,
               "configured_policy": config.exit.to_dict(), "metrics": metrics,
               "exit_histogram": np.bincount(np.asarray(chosen.layer),
                                             minlength=probs.shape[0] + 1)[1:].tolist(),
-              "chosen_on_validation": selected, "sweep": rows, "images": [str(p) for p in images]}
+              "chosen_on_validation": selected, "by_agreement": agreement,
+              "sweep": rows, "images": [str(p) for p in images]}
     (folder / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     return {k: v for k, v in report.items() if k != "sweep"} | {"report": str(folder / "report.json")}
 

@@ -62,7 +62,8 @@ def run_summary(workdir: str | Path, max_cost: float | None = None) -> dict[str,
             "chosen_on_validation": best_on_validation(chosen.get("rows", []),
                                                        chosen.get("criterion", "accuracy")),
             "test_sweep": {p: best_within([r for r in report["sweep"] if r["policy"] == p], budget)
-                           for p in sorted({r["policy"] for r in report["sweep"]})}}
+                           for p in sorted({r["policy"] for r in report["sweep"]})},
+            "by_agreement": report.get("by_agreement")}
     return out
 
 
@@ -106,7 +107,32 @@ def markdown(runs: Sequence[dict[str, Any]]) -> str:
                          f"| {pick(chosen.get('entropy'))} | {pick(sweep.get('cwb'), False)} "
                          f"| {pick(sweep.get('entropy'), False)} | {pick(sweep.get('patience'), False)} |")
         lines.append(_early_exit_totals(reported))
+        if all(r["report"].get("by_agreement") for r in reported):
+            lines += _agreement_table(reported)
     return "\n".join(lines)
+
+
+def _agreement_table(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """Test texts right by PhraseBank agreement level, pooled over the runs: where the errors are."""
+    lines = ["", "Test accuracy by annotator agreement (the highest PhraseBank subset holding the "
+             "text), pooled over the runs:", "",
+             "| highest subset | texts | last exit | CWB chosen on validation (cost) |",
+             "|---|---:|---:|---|"]
+    for level, subset in enumerate(r["highest_subset"] for r in runs[0]["report"]["by_agreement"]):
+        rows = [r["report"]["by_agreement"][level] for r in runs]
+        texts = sum(row["texts"] for row in rows)
+        if not texts:
+            continue
+        last = sum(round(row["per_exit_accuracy"][-1] * row["texts"]) for row in rows if row["texts"])
+        cwb = [row.get("cwb") for row in rows if row["texts"]]
+        shown = "-"
+        if all(c is not None for c in cwb):
+            counted = [row for row in rows if row["texts"]]
+            right = sum(round(c["accuracy"] * row["texts"]) for c, row in zip(cwb, counted))
+            cost = sum(c["cost"] * row["texts"] for c, row in zip(cwb, counted)) / texts
+            shown = f"{right} ({right / texts:.3f}; {cost:.2f})"
+        lines.append(f"| {subset} | {texts} | {last} ({last / texts:.3f}) | {shown} |")
+    return lines
 
 
 def _early_exit_totals(runs: Sequence[dict[str, Any]]) -> str:

@@ -299,8 +299,10 @@ def load_splits(config: ml_collections.ConfigDict) -> data_lib.Splits:
             path = d.path or data_lib.download_phrasebank()
             full = data_lib.read_phrasebank(path, d.subset, bad)
             if d.agreement_targets:
-                full.targets = data_lib.agreement_targets(
-                    full.labels, data_lib.phrasebank_agreement(path, full.texts, bad))
+                full.agreement = data_lib.phrasebank_agreement(path, full.texts, bad)
+                full.targets = data_lib.agreement_targets(full.labels, full.agreement)
+            else:
+                full.agreement = data_lib.agreement_if_available(path, full.texts)
         names = list(data_lib.PHRASEBANK_LABELS)
     elif d.source == "files":
         pair = d.pair_column or None

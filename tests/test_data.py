@@ -56,8 +56,12 @@ def test_agreement_levels_and_soft_targets(tmp_path):
                                          [0.6, 0.4, 0]], atol=1e-6)
     with pytest.raises(DataError, match="'Profits doubled .' is in no Sentences_"):
         data_lib.phrasebank_agreement(tmp_path, ["Profits doubled ."])
-    kept = TextSet(data.texts, data.labels, targets=targets).subset([3, 0])
+    kept = TextSet(data.texts, data.labels, targets=targets, agreement=level).subset([3, 0])
     np.testing.assert_array_equal(kept.targets, targets[[3, 0]])
+    assert kept.agreement.tolist() == [0, 3]
+    np.testing.assert_array_equal(data_lib.agreement_if_available(tmp_path, data.texts), level)
+    (folder / "Sentences_66Agree.txt").unlink()  # a trimmed copy: no breakdown, no error
+    assert data_lib.agreement_if_available(tmp_path, data.texts) is None
 
 
 def test_real_phrasebank_agreement_levels_nest():

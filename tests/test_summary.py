@@ -91,3 +91,26 @@ def test_early_exit_totals_give_the_choice_on_validation_and_the_test_gap(tmp_pa
     assert totals.startswith("| **2 runs, texts right of 40** | 34 (0.8500) | 33 (0.8250, 2.5 under); "
                              "validation 16 of 20 |")
     assert "| 33 (0.8250, 2.5 under) |" in totals  # the test sweep's best at cost <= 0.5
+
+
+def test_agreement_table_pools_the_runs_texts_per_level(tmp_path):
+    """Reports of PhraseBank runs break test accuracy down by agreement; the summary adds them up."""
+    runs = []
+    for name, (n_all, right_all, cwb_all) in {"s0": (10, 9, 8), "s1": (6, 6, 6)}.items():
+        run = _workdir(tmp_path / name, [0.8], 0.8, {0})
+        levels = [{"highest_subset": "50Agree", "texts": 4, "per_exit_accuracy": [0.25, 0.5],
+                   "cwb": {"accuracy": 0.25, "cost": 0.5}},
+                  {"highest_subset": "66Agree", "texts": 0},  # a level a split may lack
+                  {"highest_subset": "AllAgree", "texts": n_all,
+                   "per_exit_accuracy": [0.5, right_all / n_all],
+                   "cwb": {"accuracy": cwb_all / n_all, "cost": 0.25}}]
+        (run / "report_test").mkdir()
+        (run / "report_test" / "report.json").write_text(json.dumps({
+            "metrics": {"per_exit_accuracy": [0.5, 0.8]},
+            "chosen_on_validation": {"max_cost": 0.5, "criterion": "agreement", "rows": []},
+            "sweep": [], "by_agreement": levels}))
+        runs.append(summary.run_summary(run))
+    table = summary.markdown(runs).splitlines()
+    assert table[-2:] == ["| 50Agree | 8 | 4 (0.500) | 2 (0.250; 0.50) |",
+                          "| AllAgree | 16 | 15 (0.938) | 14 (0.875; 0.25) |"]
+    assert not any(line.startswith("| 66Agree") for line in table)

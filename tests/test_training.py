@@ -446,6 +446,23 @@ def test_agreement_targets_train_on_the_annotators_agreement(tmp_path):
     assert floats[0] == pytest.approx(floats[1], rel=1e-5)
     losses = [[x for k, x in records if k == "loss"]
               for records in (plain, run("nested", (1, 0.75, 0.5, 0.25), True))]
+    from elbert_jax import report
+
+    nested = tmp_path / "nested" / "run"  # its report breaks test accuracy down by agreement
+    reported = report.write_report(training.saved_config(nested), nested, max_cost=1.0)
+    rows, n = reported["by_agreement"], reported["texts"]
+    assert [r["highest_subset"] for r in rows] == list(training.data_lib.PHRASEBANK_SUBSETS)
+    assert sum(r["texts"] for r in rows) == n and all(r["texts"] for r in rows)
+    right = lambda key, name=None: round(sum(  # noqa: E731 - texts right, summed over levels
+        (r[name][key] if name else r[key]) * r["texts"] for r in rows))
+    for exit_ in range(3):
+        assert round(sum(r["per_exit_accuracy"][exit_] * r["texts"] for r in rows)) == \
+            round(reported["metrics"]["per_exit_accuracy"][exit_] * n)
+    assert right("accuracy", "configured") == round(reported["metrics"]["policy_accuracy"] * n)
+    for name, chosen in reported["chosen_on_validation"]["best"].items():
+        assert right("accuracy", name) == round(chosen["test_accuracy"] * n), name
+        assert sum(r[name]["cost"] * r["texts"] for r in rows) == pytest.approx(
+            chosen["test_cost"] * n, rel=1e-5), name
     assert len(losses[0]) == len(losses[1]) > 1
     assert losses[1] != pytest.approx(losses[0], rel=1e-3)
     with pytest.raises(ValueError, match="agreement_targets=True needs data.source='phrasebank'"):
