@@ -73,6 +73,9 @@ def base_config() -> ml_collections.ConfigDict:
         demo_size=1500, max_length=64, buckets=(16, 32, 64),
         group_by_length=0,  # G > 0: training batches of similar lengths, sorted within G batches
         agreement_targets=False,  # PhraseBank: train on soft targets from annotator agreement
+        # PhraseBank: a larger subset (e.g. 50Agree for subset AllAgree) whose texts outside
+        # `subset` join the training split; validation and test stay `subset`'s
+        train_from="",
         bad_rows="error",  # "skip": drop unreadable rows (counted and reported) instead of stopping
     ))
     c.train = ml_collections.ConfigDict(dict(
@@ -162,6 +165,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f"data.subset={d.subset!r} is not one of {data_lib.PHRASEBANK_SUBSETS}"),
         (not d.agreement_targets or d.source == "phrasebank",
          "data.agreement_targets=True needs data.source='phrasebank' (its four agreement subsets)"),
+        (not d.train_from or (d.source == "phrasebank" and d.train_from in data_lib.PHRASEBANK_SUBSETS
+                              and d.subset in data_lib.PHRASEBANK_SUBSETS and
+                              data_lib.PHRASEBANK_SUBSETS.index(d.train_from)
+                              < data_lib.PHRASEBANK_SUBSETS.index(d.subset)),
+         f"data.train_from={d.train_from!r} must be a PhraseBank subset larger than data.subset="
+         f"{d.subset!r} (one of {data_lib.PHRASEBANK_SUBSETS[:-1]}, with data.source='phrasebank')"),
         (d.source != "files" or bool(d.train_file), "data.source='files' needs data.train_file"),
         (d.source != "hub" or bool(d.hub_name), "data.source='hub' needs data.hub_name"),
         (t.epochs >= 1, f"train.epochs={t.epochs} must be >= 1"),
@@ -338,11 +347,37 @@ def load_splits(config: ml_collections.ConfigDict) -> data_lib.Splits:
         train, validation, test = full.subset(tr), full.subset(va), full.subset(te)
         if "test" in given:  # a given test set: the held-out part of train becomes validation
             train, validation, test = full.subset(np.concatenate([tr, te])), full.subset(va), given["test"]
+    if d.train_from:
+        train, stats["train_from"] = _train_from(d, path, full, train, bad)
     stats.update(train=len(train), validation=len(validation), test=len(test))
     for name, part in (("train", train), ("validation", validation), ("test", test)):
         if len(part) and part.labels.max() >= len(names):
             raise data_lib.DataError(f"{name} split has label ids beyond {names}")
     return data_lib.Splits(train, validation, test, names, stats)
+
+
+def _train_from(d: ml_collections.ConfigDict, path: str | Path, subset: data_lib.TextSet,
+                train: data_lib.TextSet, bad: data_lib.BadRows
+                ) -> tuple[data_lib.TextSet, dict[str, Any]]:
+    """``train`` plus the texts of PhraseBank subset ``d.train_from`` that ``subset`` (every
+    split of it) does not hold, so no validation or test text is trained on."""
+    unread = data_lib.BadRows(d.bad_rows)  # its own: the subset's bad rows are in this file too
+    larger = data_lib.read_phrasebank(path, d.train_from, unread)
+    unread.check()
+    if d.deduplicate:
+        larger, _ = data_lib.deduplicate(larger)
+    held = set(subset.texts)
+    extra = larger.subset([i for i, t in enumerate(larger.texts) if t not in held])
+    extra.agreement = data_lib.agreement_if_available(path, extra.texts)
+    if d.agreement_targets:
+        extra.targets = data_lib.agreement_targets(
+            extra.labels, data_lib.phrasebank_agreement(path, extra.texts, bad))
+    joined = data_lib.TextSet(
+        train.texts + extra.texts, np.concatenate([train.labels, extra.labels]), None,
+        None if train.targets is None else np.concatenate([train.targets, extra.targets]),
+        None if train.agreement is None or extra.agreement is None
+        else np.concatenate([train.agreement, extra.agreement]))
+    return joined, {"subset": d.train_from, "added": len(extra), "rows_read": len(larger)}
 
 
 def build_model(config: ml_collections.ConfigDict, splits: data_lib.Splits, workdir: Path
@@ -707,6 +742,7 @@ def split_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
     d["split_seed"] = d["split_seed"] if d["split_seed"] >= 0 else config.seed
     del d["group_by_length"]  # the training batch order, not the data
     del d["agreement_targets"]  # training targets; the splits and their labels are the same
+    del d["train_from"]  # more training texts; validation and test are the same
     return d
 
 

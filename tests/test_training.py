@@ -469,6 +469,35 @@ def test_agreement_targets_train_on_the_annotators_agreement(tmp_path):
         training.validate_config(tiny(**{"data.agreement_targets": True}))
 
 
+def test_train_from_adds_the_larger_subsets_other_texts_to_training_only(tmp_path):
+    from elbert_jax import demo
+
+    sentences = demo.make_sentences(200, seed=4)
+    lines = [f"{t}@{training.data_lib.PHRASEBANK_LABELS[y]}"
+             for t, y in zip(sentences.texts, sentences.labels)]
+    folder = tmp_path / "FinancialPhraseBank-v1.0"
+    folder.mkdir()
+    for subset, fraction in zip(training.data_lib.PHRASEBANK_SUBSETS, (1, 0.75, 0.5, 0.25)):
+        text = "\r\n".join(lines[:int(len(lines) * fraction)]) + "\r\n"
+        (folder / f"Sentences_{subset}.txt").write_bytes(text.encode("latin-1"))
+    overrides = {"data.source": "phrasebank", "data.path": str(folder), "data.subset": "75Agree"}
+    plain = training.load_splits(tiny(**overrides))
+    more = training.load_splits(tiny(**overrides, **{"data.train_from": "50Agree"}))
+    assert more.validation.texts == plain.validation.texts and more.test.texts == plain.test.texts
+    assert more.train.texts[:len(plain.train)] == plain.train.texts
+    added = more.train.texts[len(plain.train):]
+    subset_texts = set(plain.train.texts + plain.validation.texts + plain.test.texts)
+    assert added and not set(added) & subset_texts
+    assert set(added) | subset_texts == set(training.data_lib.read_phrasebank(folder, "50Agree").texts)
+    assert more.stats["train_from"]["added"] == len(added)
+    assert set(more.train.agreement[len(plain.train):].tolist()) == {0, 1}  # below 75Agree
+    config = tiny(**overrides, **{"data.train_from": "50Agree"})
+    assert training.split_identity(config) == training.split_identity(tiny(**overrides))
+    for bad in ({"data.train_from": "AllAgree"}, {"data.train_from": "75Agree"}):
+        with pytest.raises(ValueError, match="must be a PhraseBank subset larger"):
+            training.validate_config(tiny(**overrides, **bad))
+
+
 def test_split_seed_fixes_the_split_apart_from_the_run_seed():
     base = training.load_splits(tiny())
     same = training.load_splits(tiny(**{"seed": 5, "data.split_seed": 0}))
