@@ -200,6 +200,16 @@ def agreement_if_available(path: str | Path, texts: Sequence[str]) -> np.ndarray
         return None
 
 
+def add_agreement(data: TextSet, path: str | Path, targets: bool, bad: BadRows) -> None:
+    """Sets ``data.agreement``, and with ``targets`` the soft targets from it (then all four files
+    are needed and their bad rows go to ``bad``); without, the levels only if available."""
+    if targets:
+        data.agreement = phrasebank_agreement(path, data.texts, bad)
+        data.targets = agreement_targets(data.labels, data.agreement)
+    else:
+        data.agreement = agreement_if_available(path, data.texts)
+
+
 def agreement_targets(labels: np.ndarray, level: np.ndarray) -> np.ndarray:
     """[N, 3] soft targets: the label gets its subset's ``PHRASEBANK_AGREEMENT``, the rest goes
     to the classes next to it on negative < neutral < positive (the annotators of a polar

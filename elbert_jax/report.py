@@ -128,13 +128,13 @@ def validated_policy(workdir: str | Path, name: str, best_step: int) -> exits.Ex
 
 
 def by_agreement(probs: np.ndarray, labels: np.ndarray, agreement: np.ndarray,
-                 policies: dict[str, exits.ExitPolicy]) -> list[dict[str, Any]]:
+                 outcomes: dict[str, Any]) -> list[dict[str, Any]]:
     """Accuracy per PhraseBank agreement level (the highest subset holding each text): the texts,
-    each exit's accuracy and each policy's accuracy and cost. The splits differ in how many
-    ambiguous sentences they draw, which moves their accuracy more than most recipes do."""
+    each exit's accuracy and each policy's accuracy and cost (``outcomes``: name -> its
+    ``exits.oracle`` result on ``probs``). The splits differ in how many ambiguous sentences they
+    draw, which moves their accuracy more than most recipes do."""
     num_layers = probs.shape[0]
     right = probs.argmax(-1) == labels[None]  # [L, N]
-    outcomes = {name: exits.oracle(policy, jnp.asarray(probs)) for name, policy in policies.items()}
     rows = []
     for level, subset in enumerate(data_lib.PHRASEBANK_SUBSETS):
         rows_in = agreement == level
@@ -222,10 +222,10 @@ def write_report(config: ml_collections.ConfigDict, workdir: str | Path,
                     "by": {name: value["best"] for name, value in chosen_by.items()}}
     agreement = getattr(splits, split).agreement
     if agreement is not None:  # PhraseBank: the configured policy and those chosen on validation
-        served = {"configured": policy} | {
-            name: exits.ExitPolicy(**row["exit_policy"])
+        outcomes = {"configured": chosen} | {
+            name: exits.oracle(exits.ExitPolicy(**row["exit_policy"]), jnp.asarray(probs))
             for name, row in (selected["best"] if selected else {}).items()}
-        agreement = by_agreement(probs, encoded.labels, agreement, served)
+        agreement = by_agreement(probs, encoded.labels, agreement, outcomes)
     folder = workdir / (f"report_{split}" if checkpoint == "best" else f"report_{split}_{checkpoint}")
     folder.mkdir(exist_ok=True)
     images = plot(rows, probs, encoded.labels, np.asarray(chosen.layer), folder,

@@ -12,33 +12,15 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from elbert_jax import training
 from elbert_jax.report import best_on_validation, best_within
-
-
-def _records(workdir: Path) -> tuple[list[dict], dict | None]:
-    """Validation records in epoch order (the last of each epoch: a resumed run may repeat one)
-    and the last test record."""
-    path = workdir / "metrics.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no metrics (not a training workdir?)")
-    by_epoch, test = {}, None
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{number}: not JSON ({err.msg})") from None
-        if record.get("split") == "validation":
-            by_epoch[record["epoch"]] = record
-        elif record.get("split") == "test":
-            test = record
-    return [by_epoch[e] for e in sorted(by_epoch)], test
 
 
 def run_summary(workdir: str | Path, max_cost: float | None = None) -> dict[str, Any]:
     """Best validation epoch (the one training kept), its test metrics and, when the workdir has
     a test report, each policy's setting chosen on validation and its best test-sweep point."""
     workdir = Path(workdir)
-    validation, test = _records(workdir)
+    validation, test = training.metrics_records(workdir)
     sizes = json.loads((workdir / "model.json").read_text())["data_stats"]
     best = [r for r in validation if r.get("best")]
     if not best:
@@ -119,17 +101,15 @@ def _agreement_table(runs: Sequence[dict[str, Any]]) -> list[str]:
              "| highest subset | texts | last exit | CWB chosen on validation (cost) |",
              "|---|---:|---:|---|"]
     for level, subset in enumerate(r["highest_subset"] for r in runs[0]["report"]["by_agreement"]):
-        rows = [r["report"]["by_agreement"][level] for r in runs]
-        texts = sum(row["texts"] for row in rows)
-        if not texts:
+        rows = [row for r in runs if (row := r["report"]["by_agreement"][level])["texts"]]
+        if not rows:
             continue
-        last = sum(round(row["per_exit_accuracy"][-1] * row["texts"]) for row in rows if row["texts"])
-        cwb = [row.get("cwb") for row in rows if row["texts"]]
+        texts = sum(row["texts"] for row in rows)
+        last = sum(round(row["per_exit_accuracy"][-1] * row["texts"]) for row in rows)
         shown = "-"
-        if all(c is not None for c in cwb):
-            counted = [row for row in rows if row["texts"]]
-            right = sum(round(c["accuracy"] * row["texts"]) for c, row in zip(cwb, counted))
-            cost = sum(c["cost"] * row["texts"] for c, row in zip(cwb, counted)) / texts
+        if all("cwb" in row for row in rows):
+            right = sum(round(row["cwb"]["accuracy"] * row["texts"]) for row in rows)
+            cost = sum(row["cwb"]["cost"] * row["texts"] for row in rows) / texts
             shown = f"{right} ({right / texts:.3f}; {cost:.2f})"
         lines.append(f"| {subset} | {texts} | {last} ({last / texts:.3f}) | {shown} |")
     return lines

@@ -307,11 +307,7 @@ def load_splits(config: ml_collections.ConfigDict) -> data_lib.Splits:
         else:
             path = d.path or data_lib.download_phrasebank()
             full = data_lib.read_phrasebank(path, d.subset, bad)
-            if d.agreement_targets:
-                full.agreement = data_lib.phrasebank_agreement(path, full.texts, bad)
-                full.targets = data_lib.agreement_targets(full.labels, full.agreement)
-            else:
-                full.agreement = data_lib.agreement_if_available(path, full.texts)
+            data_lib.add_agreement(full, path, d.agreement_targets, bad)
         names = list(data_lib.PHRASEBANK_LABELS)
     elif d.source == "files":
         pair = d.pair_column or None
@@ -348,7 +344,7 @@ def load_splits(config: ml_collections.ConfigDict) -> data_lib.Splits:
         if "test" in given:  # a given test set: the held-out part of train becomes validation
             train, validation, test = full.subset(np.concatenate([tr, te])), full.subset(va), given["test"]
     if d.train_from:
-        train, stats["train_from"] = _train_from(d, path, full, train, bad)
+        train, stats["train_from"] = _train_from(d, path, full, train)
     stats.update(train=len(train), validation=len(validation), test=len(test))
     for name, part in (("train", train), ("validation", validation), ("test", test)):
         if len(part) and part.labels.max() >= len(names):
@@ -357,21 +353,18 @@ def load_splits(config: ml_collections.ConfigDict) -> data_lib.Splits:
 
 
 def _train_from(d: ml_collections.ConfigDict, path: str | Path, subset: data_lib.TextSet,
-                train: data_lib.TextSet, bad: data_lib.BadRows
-                ) -> tuple[data_lib.TextSet, dict[str, Any]]:
+                train: data_lib.TextSet) -> tuple[data_lib.TextSet, dict[str, Any]]:
     """``train`` plus the texts of PhraseBank subset ``d.train_from`` that ``subset`` (every
     split of it) does not hold, so no validation or test text is trained on."""
-    unread = data_lib.BadRows(d.bad_rows)  # its own: the subset's bad rows are in this file too
+    unread = data_lib.BadRows(d.bad_rows)  # its own: the subset's bad rows are in these files too
     larger = data_lib.read_phrasebank(path, d.train_from, unread)
     unread.check()
     if d.deduplicate:
         larger, _ = data_lib.deduplicate(larger)
     held = set(subset.texts)
     extra = larger.subset([i for i, t in enumerate(larger.texts) if t not in held])
-    extra.agreement = data_lib.agreement_if_available(path, extra.texts)
-    if d.agreement_targets:
-        extra.targets = data_lib.agreement_targets(
-            extra.labels, data_lib.phrasebank_agreement(path, extra.texts, bad))
+    data_lib.add_agreement(extra, path, d.agreement_targets, unread)
+    unread.check()
     joined = data_lib.TextSet(
         train.texts + extra.texts, np.concatenate([train.labels, extra.labels]), None,
         None if train.targets is None else np.concatenate([train.targets, extra.targets]),
@@ -575,6 +568,13 @@ def make_optimizer(t: ml_collections.ConfigDict, total_updates: int) -> optax.Gr
     return optax.MultiSteps(tx, every_k_schedule=t.grad_accum) if t.grad_accum > 1 else tx
 
 
+def initial_state(encoder: EncoderConfig, params: Params, tx: optax.GradientTransformation
+                  ) -> TrainState:
+    """Step 0: the encoder's params and ELBERT's exit-weight logits ``t``, and their optimiser state."""
+    full = {"model": params, "t": init_weight_logits(encoder.num_hidden_layers)}
+    return TrainState(jnp.zeros((), jnp.int32), full, tx.init(full))
+
+
 def make_train_step(model: ElbertModel, tx: optax.GradientTransformation,
                     config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
     """The jitted step: state replicated on ``mesh``, the batch's rows split over it."""
@@ -776,7 +776,7 @@ def restore_last_params(workdir: str | Path) -> tuple[ElbertModel, Params, dict]
     workdir = Path(workdir)
     model, _, meta = _workdir_model(workdir)
     config = saved_config(workdir)
-    finished = [r["step"] for r in _metrics(workdir) if r.get("split") == "test"]
+    finished = [test["step"]] if (test := metrics_records(workdir)[1]) else []
     folder = workdir / "checkpoints"
     if not folder.is_dir():  # e.g. a soup, which was never trained
         raise FileNotFoundError(f"{folder}: none, so no last training state to score")
@@ -786,9 +786,7 @@ def restore_last_params(workdir: str | Path) -> tuple[ElbertModel, Params, dict]
             raise FileNotFoundError(f"{folder}: no last state of a finished run (latest "
                                     f"checkpoint {step}, finished at {finished[-1:] or 'none'})")
         tx = make_optimizer(config.train, 1)  # the state's shapes do not depend on the schedule
-        full = {"model": init_params(model.config),
-                "t": init_weight_logits(model.config.num_hidden_layers)}
-        abstract = jax.eval_shape(lambda: TrainState(jnp.zeros((), jnp.int32), full, tx.init(full)))
+        abstract = jax.eval_shape(lambda: initial_state(model.config, init_params(model.config), tx))
         state = _restore_checked(manager, step, abstract)["state"]
     params = averaged_params(state.opt_state, config.train.ema_decay)
     return model, state.params["model"] if params is None else params, meta | {"last_step": step}
@@ -806,9 +804,23 @@ def restore_params(workdir: str | Path, checkpoint: str = "best"
     return CHECKPOINTS[checkpoint](workdir)
 
 
-def _metrics(workdir: Path) -> list[dict[str, Any]]:
-    path = workdir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+def metrics_records(workdir: str | Path) -> tuple[list[dict], dict | None]:
+    """``metrics.jsonl``'s validation records in epoch order (the last of each epoch: a resumed
+    run may repeat one) and its last test record (written when the run finished)."""
+    path = Path(workdir) / "metrics.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no metrics (not a training workdir?)")
+    by_epoch, test = {}, None
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: not JSON ({err.msg})") from None
+        if record.get("split") == "validation":
+            by_epoch[record["epoch"]] = record
+        elif record.get("split") == "test":
+            test = record
+    return [by_epoch[e] for e in sorted(by_epoch)], test
 
 
 # ---------------------------------------------------------------- the loop
@@ -859,8 +871,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     spe = data_lib.steps_per_epoch(len(encoded["train"]), t.batch_size)
     total = spe * t.epochs if not t.max_steps else min(t.max_steps, spe * t.epochs)
     tx = make_optimizer(t, max(total // t.grad_accum, 1))
-    full = {"model": params, "t": init_weight_logits(model.config.num_hidden_layers)}
-    state = TrainState(jnp.zeros((), jnp.int32), full, tx.init(full))
+    state = initial_state(model.config, params, tx)
     mesh = parallel.data_mesh(data_devices(t))
     latest = checkpoint_manager(workdir / "checkpoints", t.keep_checkpoints)
     best = checkpoint_manager(workdir / "best", 1)
