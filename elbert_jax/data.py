@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import logging
@@ -102,6 +103,12 @@ class TextSet:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def digest(self) -> str:
+        """A fingerprint of the examples (texts, pairs, labels, in order), independent of where the
+        data was read from: equal digests, the same split, so a resumed run can check its texts."""
+        rows = [self.texts, self.pairs, np.asarray(self.labels).tolist()]
+        return hashlib.sha256(json.dumps(rows).encode("utf-8")).hexdigest()[:16]
 
     def subset(self, index: Sequence[int]) -> "TextSet":
         index = np.asarray(index, int)

@@ -850,7 +850,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                                    or m.classifier_dropout_prob):
         raise ValueError("train.rdrop compares two dropout passes, but the model's dropout rates "
                          "(hidden, attention, classifier) are all 0")
-    _check_resumable(workdir, dataclasses.asdict(model.config), splits.label_names)
+    data_digest = {name: getattr(splits, name).digest() for name in ("train", "validation", "test")}
+    _check_resumable(workdir, dataclasses.asdict(model.config), splits.label_names, data_digest)
     if config.train.teacher:
         splits.train.targets, splits.stats["teacher"] = teacher_targets(config.train, splits)
     policy = exit_policy(config)
@@ -866,7 +867,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     _write_json(workdir / "model.json", {
         "encoder": dataclasses.asdict(model.config), "label_names": splits.label_names,
         "max_length": d.max_length, "buckets": buckets, "exit": config.exit.to_dict(),
-        "data_stats": splits.stats})
+        "data_stats": splits.stats, "data_digest": data_digest})
 
     spe = data_lib.steps_per_epoch(len(encoded["train"]), t.batch_size)
     total = spe * t.epochs if not t.max_steps else min(t.max_steps, spe * t.epochs)
@@ -975,12 +976,22 @@ _RESUMABLE_CHANGES = ("dtype", "attention", "fuse_qkv", "hidden_dropout_prob",
                       "attention_probs_dropout_prob", "classifier_dropout_prob")
 
 
-def _check_resumable(workdir: Path, encoder: dict, label_names: list[str]) -> None:
-    """A workdir with checkpoints resumes only the same architecture and labels; say what differs."""
+def _check_resumable(workdir: Path, encoder: dict, label_names: list[str],
+                     data_digest: dict[str, str] | None = None) -> None:
+    """A workdir with checkpoints resumes only the same architecture, labels and texts; say what
+    differs. Other texts would score a model on test texts another split trained it on, and
+    overwrite the record of which split it was (a workdir written before digests is not checked)."""
     meta_path = workdir / "model.json"
     if not meta_path.exists() or not any((workdir / "checkpoints").glob("[0-9]*")):
         return
     meta = json.loads(meta_path.read_text())
+    saved = meta.get("data_digest")
+    if saved and data_digest:
+        other = [name for name in data_digest if saved.get(name) != data_digest[name]]
+        if other:
+            raise ValueError(f"{workdir} holds checkpoints trained on other texts (the "
+                             f"{', '.join(other)} split(s) differ: another split seed, subset or "
+                             "data file?); use a new --workdir, or restore the config that made it")
     old = dict(meta["encoder"], label_names=meta["label_names"])
     new = json.loads(json.dumps(dict(encoder, label_names=label_names)))
     changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(new)

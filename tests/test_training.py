@@ -297,6 +297,29 @@ def test_workdir_of_another_model_is_refused_untouched(trained):
     assert {p: p.read_bytes() for p in before} == before
 
 
+@pytest.mark.parametrize("change", [{"data.split_seed": 5}, {"data.demo_size": 150}])
+def test_workdir_of_other_texts_is_refused_untouched(trained, change):
+    # a finished run rerun on another split would score its params on texts it trained on
+    workdir, _ = trained
+    before = {p: p.read_bytes() for p in [workdir / "config.json", workdir / "model.json",
+                                           workdir / "metrics.jsonl"]}
+    with pytest.raises(ValueError, match=r"trained on other texts \(the train, validation, test"):
+        training.train_and_evaluate(tiny(**change), workdir)
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_text_digest_sees_texts_pairs_labels_and_order():
+    from elbert_jax.data import TextSet
+
+    base = TextSet(["a b", "c"], np.array([0, 1]))
+    same = TextSet(["a b", "c"], np.array([0, 1], np.int32), targets=np.eye(2, dtype=np.float32))
+    assert base.digest() == same.digest()  # targets are training settings, not the examples
+    for other in (TextSet(["a b", "d"], np.array([0, 1])), TextSet(["a b", "c"], np.array([0, 2])),
+                  TextSet(["c", "a b"], np.array([1, 0])),
+                  TextSet(["a b", "c"], np.array([0, 1]), pairs=["x", "y"])):
+        assert other.digest() != base.digest()
+
+
 def test_run_settings_do_not_block_a_resume(tmp_path):
     # a workdir written before fuse_qkv existed, resumed with other kernel and dtype settings
     encoder = dataclasses.asdict(EncoderConfig(hidden_size=16, num_attention_heads=2))
