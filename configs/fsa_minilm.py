@@ -7,8 +7,8 @@
 #   three runs a split, as for 50Agree below, tied it on validation at 515 and tests at 0.9535,
 #   a lead that did not replicate on splits 3-5: 1,286 against 1,287 of 1,356 test texts;
 #   --config.data.train_from=50Agree --config.train.epochs=4, training with the rest of
-#   PhraseBank too, tests at 0.954 on splits 0-2 and 3-5 but lost on validation, 512 against 515,
-#   and its replication was short of the registered p < 0.05).
+#   PhraseBank too, tests at 0.954, 0.954 and 0.952 on splits 0-2, 3-5 and 6-11 but lost or tied
+#   on validation, and both replications were short of the registered p < 0.05: 0.42 and 0.080).
 #   Task-adaptive pretraining first (--mode pretrain --workdir runs/ATAPT_sN --config.seed=N
 #   --config.data.subset=AllAgree, then this command with
 #   --config.model.name_or_path=runs/ATAPT_sN/encoder) won validation by one text (516 against
