@@ -66,7 +66,8 @@ def main(argv):
 
     from elbert_jax import data as data_lib
     from elbert_jax.tokenizer import load_tokenizer
-    from elbert_jax.training import load_splits, validate_config
+    from elbert_jax.config import validate_config
+    from elbert_jax.training import load_splits
     from torch_peer import make_step
 
     config = FLAGS.config

@@ -73,7 +73,8 @@ def time_ours(config, model, params, epochs: list[list[dict]], profile: bool = F
 
     from elbert_jax import parallel
     from elbert_jax.losses import init_weight_logits
-    from elbert_jax.training import TrainState, make_optimizer, make_train_step
+    from elbert_jax.optim import TrainState, make_optimizer
+    from elbert_jax.training import make_train_step
 
     tx = make_optimizer(config.train, sum(len(e) for e in epochs))
     full = {"model": params, "t": init_weight_logits(model.config.num_hidden_layers)}
@@ -157,7 +158,8 @@ def main(argv):
     from elbert_jax import parallel
     from elbert_jax.model import ElbertModel, EncoderConfig, init_params
     from elbert_jax.tokenizer import load_tokenizer
-    from elbert_jax.training import base_config, load_splits
+    from elbert_jax.config import base_config
+    from elbert_jax.training import load_splits
 
     parallel.configure_xla()  # as train.py
     config = base_config()

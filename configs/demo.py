@@ -5,7 +5,7 @@
 # cores. Expected (measured, docs/results.md): test accuracy 0.998-1.0 at the last exit and
 # 0.995-1.0 with CWB (tau 0.5, N 2) at computation cost 0.34-0.43 (float rounding, of the CPU and
 # of the code, moves it): the templates are easy, this shows the machinery, not a benchmark.
-from elbert_jax.training import base_config
+from elbert_jax.config import base_config
 
 
 def get_config():

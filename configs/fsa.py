@@ -5,7 +5,7 @@
 # FinBERT split, ELBERT dynamic weights, CWB exit with window 4 (N=4 for L=12). Needs a GPU for a
 # sensible run time (add --config.model.dtype=bfloat16). Expected: not measured here (no ALBERT
 # weights are reachable offline); FinBERT reports 0.86 accuracy on 50Agree with BERT-base.
-from elbert_jax.training import base_config
+from elbert_jax.config import base_config
 
 
 def get_config():

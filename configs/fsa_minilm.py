@@ -33,7 +33,7 @@
 # 0.847 / 0.814, mean 0.836 (997).
 from pathlib import Path
 
-from elbert_jax.training import base_config
+from elbert_jax.config import base_config
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

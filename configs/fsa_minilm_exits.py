@@ -20,7 +20,7 @@
 # About 10 minutes on 2 CPU cores.
 from pathlib import Path
 
-from elbert_jax.training import load_config_file
+from elbert_jax.config import load_config_file
 
 
 def get_config():

@@ -1,7 +1,7 @@
 # COMMAND: python train.py --config configs/tiny.py --workdir /tmp/tiny
 # For the tests: the demo data, a 3-layer H=16 ALBERT, one short epoch on 2 CPU cores in seconds.
 # Expected: runs end to end; accuracy is not meaningful.
-from elbert_jax.training import base_config
+from elbert_jax.config import base_config
 
 
 def get_config():

@@ -36,7 +36,7 @@ import numpy as np
 from scipy import stats
 
 from elbert_jax import data as data_lib
-from elbert_jax import exits, report, training
+from elbert_jax import checkpoints, exits, report, training
 
 SPLITS = ("validation", "test")
 
@@ -53,7 +53,7 @@ def right_per_text(workdir: str | Path, split: str = "test", layer: int | None =
 def _texts(workdir: str | Path, split: str) -> data_lib.TextSet:
     if split not in SPLITS:
         raise ValueError(f"split {split!r} is not one of {SPLITS}")
-    return getattr(training.load_splits(training.saved_config(workdir)), split)
+    return getattr(training.load_splits(checkpoints.saved_config(workdir)), split)
 
 
 def _right(workdir: str | Path, texts: data_lib.TextSet, layer: int | None,
@@ -62,7 +62,7 @@ def _right(workdir: str | Path, texts: data_lib.TextSet, layer: int | None,
         raise ValueError(f"{workdir}: a policy's setting is chosen by the report of the best "
                          f"checkpoint, so it cannot score the {checkpoint} one")
     probs, model, meta = training.workdir_probabilities(
-        workdir, texts, training.saved_config(workdir).train.eval_batch_size, checkpoint)
+        workdir, texts, checkpoints.saved_config(workdir).train.eval_batch_size, checkpoint)
     num_layers = model.config.num_hidden_layers
     layer = num_layers if layer is None else layer
     if not 1 <= layer <= num_layers:
@@ -110,11 +110,11 @@ def compare(a_runs: Sequence[str | Path], b_runs: Sequence[str | Path], split: s
     """Each pair's and the pooled comparison (module docstring); pairs on different splits are
     refused, each named. ``a_policy``/``b_policy``: score that side under the exit policy its
     report chose on validation instead of at ``layer``; ``a_checkpoint``/``b_checkpoint``: its
-    ``best`` or ``last`` checkpoint (``training.restore_params``)."""
+    ``best`` or ``last`` checkpoint (``checkpoints.restore_params``)."""
     if len(a_runs) != len(b_runs) or not a_runs:
         raise ValueError(f"--a and --b need as many runs each (one per split), not "
                          f"{len(a_runs)} and {len(b_runs)}")
-    identity = lambda workdir: training.split_identity(training.saved_config(workdir))  # noqa: E731
+    identity = lambda workdir: checkpoints.split_identity(checkpoints.saved_config(workdir))  # noqa: E731
     for a_dir, b_dir in zip(a_runs, b_runs):  # before any model runs
         if identity(a_dir) != identity(b_dir):
             raise ValueError(f"{a_dir} and {b_dir} were not scored on the same texts (config.json's "
@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.add_argument(f"--{side}_policy", default=None, choices=exits.POLICIES,
                             help=f"score --{side} under this policy's setting chosen on validation "
                             "by its report (default: at --layer)")
-        parser.add_argument(f"--{side}_checkpoint", default="best", choices=sorted(training.CHECKPOINTS),
+        parser.add_argument(f"--{side}_checkpoint", default="best", choices=sorted(checkpoints.CHECKPOINTS),
                             help=f"score --{side} at the epoch kept on validation (best) or where "
                             "training ended (last)")
     parser.add_argument("--resamples", type=int, default=10_000)

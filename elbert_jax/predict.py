@@ -57,9 +57,9 @@ class Predictor:
         ``attention``: the attention kernel (``EncoderConfig.attention``; ``auto`` with
         ``bfloat16`` picks Pallas' flash attention on a GPU, the fastest on the H200,
         docs/benchmarks.md)."""
-        from elbert_jax import training  # the trainer's stack (orbax, ml_collections) only here
+        from elbert_jax import checkpoints  # the trainer's stack (orbax, ml_collections) only here
 
-        model, params, meta = training.restore_best_params(workdir)
+        model, params, meta = checkpoints.restore_best_params(workdir)
         serving = {k: v for k, v in (("dtype", dtype), ("attention", attention)) if v is not None}
         if serving:
             model = type(model)(model.config.replace(**serving))

@@ -38,7 +38,8 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from elbert_jax import convert, parallel, training
+from elbert_jax import config as config_lib
+from elbert_jax import checkpoints, convert, optim, parallel, training
 from elbert_jax import data as data_lib
 from elbert_jax.model import (ACTIVATIONS, Embeddings, EncoderConfig, LayerStack, Params, _dense,
                               _layer_norm, attention_bias)
@@ -192,7 +193,7 @@ def _stack(parts: list[data_lib.Encoded]) -> data_lib.Encoded:
 def _optimizer(p: ml_collections.ConfigDict, total: int) -> optax.GradientTransformation:
     """The fine-tuning optimiser's AdamW and schedule; the head at ``head_lr`` (a fresh head
     starts random)."""
-    groups = {name: training.scheduled_adamw(lr, p.warmup_fraction, p.weight_decay, total)
+    groups = {name: optim.scheduled_adamw(lr, p.warmup_fraction, p.weight_decay, total)
               for name, lr in (("encoder", p.lr), ("head", p.head_lr))}
     label = lambda params: {k: jax.tree.map(lambda _: "head" if k == "mlm" else "encoder", v)  # noqa: E731
                             for k, v in params.items()}
@@ -236,7 +237,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path,
     masking, batches and dropout are functions of the seed, epoch and step). Once the encoder is
     written the checkpoint is deleted, and a rerun returns the recorded result.
     ``stop_at_step`` ends the run early without a checkpoint, as a crash would (for tests)."""
-    training.validate_config(config)
+    config_lib.validate_config(config)
     m, d, p = config.model, config.data, config.pretrain
     if not m.name_or_path:
         raise ValueError("pretraining continues a checkpoint: set model.name_or_path")
@@ -283,7 +284,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path,
     tx = _optimizer(p, total)
     state = {"params": params, "opt_state": tx.init(params)}
 
-    mesh = parallel.data_mesh(training.data_devices(config.train))  # the batch's rows split over it
+    mesh = parallel.data_mesh(config_lib.data_devices(config.train))  # the batch's rows split over it
     rows, replicated = parallel.rows(mesh), parallel.replicated(mesh)
 
     @functools.partial(jax.jit, donate_argnums=0, out_shardings=replicated)
@@ -306,15 +307,15 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path,
     workdir.mkdir(parents=True, exist_ok=True)
     config_path.write_text(config.to_json(indent=2) + "\n")
     metrics_path = workdir / "metrics.jsonl"
-    manager = training.checkpoint_manager(workdir / "checkpoints", 1)
-    resumed = training.restore_latest(manager, jax.eval_shape(lambda: state), workdir)
+    manager = checkpoints.checkpoint_manager(workdir / "checkpoints", 1)
+    resumed = checkpoints.restore_latest(manager, jax.eval_shape(lambda: state), workdir)
     texts_digest = hashlib.sha256("".join(trained_on).encode()).hexdigest()
     if resumed is not None:
         state, meta = resumed
         if meta["texts_digest"] != texts_digest:
             raise ValueError(f"{workdir / 'checkpoints'} was trained on other texts than this run "
                              "reads (did the corpus file change?); use a new workdir")
-        training.truncate_metrics(metrics_path, meta["step"])
+        checkpoints.truncate_metrics(metrics_path, meta["step"])
     state = parallel.replicate(state, mesh)
     if resumed is None:
         meta = {"step": 0, "seconds": 0.0, "before": evaluate(state["params"]), "validation": None,
@@ -353,7 +354,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path,
                      val["mlm_loss"], val["mlm_accuracy"])
             meta = {**meta, "step": step_no, "validation": val,
                     "seconds": meta["seconds"] + time.perf_counter() - tick}
-            training.save_checkpoint(manager, step_no, state, meta)
+            checkpoints.save_checkpoint(manager, step_no, state, meta)
         manager.wait_until_finished()
     bar.close()
     params = state["params"]
@@ -365,7 +366,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path,
     result = {"before": meta["before"], "after": meta["validation"], "steps": step_no,
               "seconds": round(meta["seconds"], 1), "texts": len(train), "corpus": corpus,
               "head_from_checkpoint": imported, "from": str(m.name_or_path)}
-    (out / RECORD).write_text(json.dumps({**result, "split": training.split_identity(config),
+    (out / RECORD).write_text(json.dumps({**result, "split": checkpoints.split_identity(config),
                                           "text_digests": sorted(set(trained_on))}) + "\n")
     shutil.rmtree(workdir / "checkpoints")
     log.info("wrote %s: fine-tune with --config.model.name_or_path=%s", out, out)

@@ -11,8 +11,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from elbert_jax import config as config_lib
 from elbert_jax import data as data_lib
-from elbert_jax import exits, training
+from elbert_jax import checkpoints, exits, training
 from elbert_jax.convert import save_pretrained
 from elbert_jax.tokenizer import load_tokenizer
 
@@ -28,7 +29,7 @@ def sweep_all(probs: np.ndarray, labels: np.ndarray, cwb: exits.ExitPolicy) -> l
     return rows
 
 
-CRITERIA = training.CHOOSE_BY  # what a setting is chosen by on validation
+CRITERIA = config_lib.CHOOSE_BY  # what a setting is chosen by on validation
 
 
 def choose_on_validation(val_probs: np.ndarray, val_labels: np.ndarray, test_probs: np.ndarray,
@@ -196,15 +197,15 @@ def write_report(config: ml_collections.ConfigDict, workdir: str | Path,
     test split also each policy's setting chosen on validation at cost <= ``max_cost``. With
     ``checkpoint="last"``, of the state the run ended with, in ``report_<split>_last`` (what
     ``infer.py --from_report`` serves stays the best checkpoint's)."""
-    training.validate_config(config)
+    config_lib.validate_config(config)
     workdir = Path(workdir)
-    model, params, meta = training.restore_params(workdir, checkpoint)
+    model, params, meta = checkpoints.restore_params(workdir, checkpoint)
     splits = training.load_splits(config)
     tokenizer = load_tokenizer(workdir / "tokenizer")
     encoded = data_lib.encode(tokenizer, getattr(splits, split), meta["max_length"])
     probs = training.exit_probabilities(training.make_prob_fn(model), params, encoded,
                                         config.train.eval_batch_size, meta["buckets"])
-    policy = training.exit_policy(config)
+    policy = config_lib.exit_policy(config)
     rows = sweep_all(probs, encoded.labels, policy)
     chosen = exits.oracle(policy, jnp.asarray(probs))
     metrics = training.exit_metrics(probs, encoded.labels, policy)
@@ -244,6 +245,6 @@ def write_report(config: ml_collections.ConfigDict, workdir: str | Path,
 
 def export(workdir: str | Path, export_dir: str | Path) -> Path:
     """The best checkpoint as a transformers folder (config, safetensors, tokenizer, label names)."""
-    model, params, meta = training.restore_best_params(workdir)
+    model, params, meta = checkpoints.restore_best_params(workdir)
     tokenizer = load_tokenizer(Path(workdir) / "tokenizer")
     return save_pretrained(export_dir, model.config, params, tokenizer, meta["label_names"])

@@ -29,8 +29,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from elbert_jax import config as config_lib
 from elbert_jax import data as data_lib
-from elbert_jax import training
+from elbert_jax import checkpoints, training
 from elbert_jax.model import Params
 from elbert_jax.tokenizer import load_tokenizer
 
@@ -46,7 +47,7 @@ def _shape_of(key: str, value: Any) -> Any:
     (dtype, attention kernel, dropout): runs may differ in those and still be averaged."""
     if key != "encoder":
         return value
-    return {k: v for k, v in value.items() if k not in training._RESUMABLE_CHANGES}
+    return {k: v for k, v in value.items() if k not in checkpoints._RESUMABLE_CHANGES}
 
 
 def _same_tokenizer(a: Path, b: Path) -> bool:
@@ -57,7 +58,7 @@ def _same_tokenizer(a: Path, b: Path) -> bool:
 
 def make_soup(workdirs: Sequence[str | Path], out: str | Path,
               greedy: bool = False, checkpoint: str = "best") -> dict[str, Any]:
-    """Averages the runs' best (or ``last``, ``training.restore_params``) params into the workdir
+    """Averages the runs' best (or ``last``, ``checkpoints.restore_params``) params into the workdir
     ``out`` and scores it on validation and test; returns both metric dicts. Runs of another
     architecture, label set, tokenizer or split are refused, each named. ``greedy``: Wortsman et
     al.'s greedy soup (module docstring)."""
@@ -68,17 +69,17 @@ def make_soup(workdirs: Sequence[str | Path], out: str | Path,
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; a soup is written to a new folder")
     first = workdirs[0]
-    loaded = [training.restore_params(w, checkpoint) for w in workdirs]
+    loaded = [checkpoints.restore_params(w, checkpoint) for w in workdirs]
     model, _, meta = loaded[0]
-    config = training.saved_config(first)
-    split = training.split_identity(config)
+    config = checkpoints.saved_config(first)
+    split = checkpoints.split_identity(config)
     ingredients, trees = [], []
     for workdir, (_, params_w, meta_w) in zip(workdirs, loaded):
         for key in ("encoder", "label_names", "max_length", "buckets"):
             if _shape_of(key, meta_w[key]) != _shape_of(key, meta[key]):
                 raise ValueError(f"{workdir}: model.json's {key} differs from {first}'s; a soup "
                                  "averages runs of one architecture, label set and input length")
-        if training.split_identity(training.saved_config(workdir)) != split:
+        if checkpoints.split_identity(checkpoints.saved_config(workdir)) != split:
             raise ValueError(f"{workdir}: another data split than {first} (config.json's data "
                              "section or seed); set data.split_seed to train runs on one split")
         if not _same_tokenizer(first / "tokenizer", workdir / "tokenizer"):
@@ -89,7 +90,7 @@ def make_soup(workdirs: Sequence[str | Path], out: str | Path,
     splits = training.load_splits(config)
     tokenizer = load_tokenizer(first / "tokenizer")
     prob_fn = training.make_prob_fn(model)
-    policy = training.exit_policy(config)
+    policy = config_lib.exit_policy(config)
     encoded = {s: data_lib.encode(tokenizer, getattr(splits, s), meta["max_length"])
                for s in ("validation", "test")}
 
@@ -111,7 +112,7 @@ def make_soup(workdirs: Sequence[str | Path], out: str | Path,
     shutil.copytree(first / "tokenizer", out / "tokenizer")
     for name in ("config.json", "model.json"):
         shutil.copy(first / name, out / name)
-    with training.checkpoint_manager(out / "best", 1) as manager:
+    with checkpoints.checkpoint_manager(out / "best", 1) as manager:
         manager.save(0, args=ocp.args.Composite(
             params=ocp.args.StandardSave(soup),
             meta=ocp.args.JsonSave({"epoch": 0, "validation": metrics["validation"],
@@ -122,7 +123,7 @@ def make_soup(workdirs: Sequence[str | Path], out: str | Path,
                             **metrics["validation"]}) + "\n")
         f.write(json.dumps({"step": 0, "split": "test", **metrics["test"]}) + "\n")
     extra = {"greedy": True, "rejected": rejected} if greedy else {}
-    training._write_json(out / "soup.json", {"ingredients": ingredients, **extra, **metrics})
+    checkpoints.write_json(out / "soup.json", {"ingredients": ingredients, **extra, **metrics})
     return metrics
 
 
@@ -148,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="a new workdir for the soup")
     parser.add_argument("--greedy", action="store_true",
                         help="keep a run only if it does not lower validation accuracy")
-    parser.add_argument("--checkpoint", choices=sorted(training.CHECKPOINTS), default="best",
+    parser.add_argument("--checkpoint", choices=sorted(checkpoints.CHECKPOINTS), default="best",
                         help="average each run's epoch kept on validation (best) or its last state")
     args = parser.parse_args(argv)
     try:

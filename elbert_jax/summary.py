@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from elbert_jax import training
+from elbert_jax import checkpoints
 from elbert_jax.report import best_on_validation, best_within
 
 
@@ -20,7 +20,7 @@ def run_summary(workdir: str | Path, max_cost: float | None = None) -> dict[str,
     """Best validation epoch (the one training kept), its test metrics and, when the workdir has
     a test report, each policy's setting chosen on validation and its best test-sweep point."""
     workdir = Path(workdir)
-    validation, test = training.metrics_records(workdir)
+    validation, test = checkpoints.metrics_records(workdir)
     sizes = json.loads((workdir / "model.json").read_text())["data_stats"]
     best = [r for r in validation if r.get("best")]
     if not best:

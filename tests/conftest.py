@@ -61,21 +61,23 @@ TINY_BERT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attenti
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """A workdir trained with configs/tiny.py (seconds on CPU), shared by the test modules."""
+    from elbert_jax import config as config_lib
     from elbert_jax import training
 
     workdir = tmp_path_factory.mktemp("tiny")
-    config = training.load_config_file(Path(__file__).resolve().parents[1] / "configs" / "tiny.py")
+    config = config_lib.load_config_file(Path(__file__).resolve().parents[1] / "configs" / "tiny.py")
     return workdir, training.train_and_evaluate(config, workdir)
 
 
 @pytest.fixture(scope="session")
 def second_run(tmp_path_factory, trained):
     """Another tiny run on the `trained` fixture's split (seed 0): other init, order and dropout."""
+    from elbert_jax import config as config_lib
     from elbert_jax import training
 
     workdir = tmp_path_factory.mktemp("tiny_seed1")
-    config = training.load_config_file(Path(__file__).resolve().parents[1] / "configs" / "tiny.py",
-                                       **{"seed": 1, "data.split_seed": 0, "train.epochs": 1})
+    config = config_lib.load_config_file(Path(__file__).resolve().parents[1] / "configs" / "tiny.py",
+                                         **{"seed": 1, "data.split_seed": 0, "train.epochs": 1})
     training.train_and_evaluate(config, workdir)
     return workdir
 

@@ -71,13 +71,13 @@ def test_compare_refuses_unpaired_runs(trained, tmp_path, capsys, other_split_ru
 
 
 def test_a_side_under_the_policy_its_report_chose(trained, tmp_path):
-    from elbert_jax import report, training
+    from elbert_jax import checkpoints, report
 
     workdir = tmp_path / "run"
     shutil.copytree(trained[0], workdir)
     with pytest.raises(FileNotFoundError, match="no report"):
         compare_lib.compare([workdir], [workdir], b_policy="cwb", resamples=10)
-    config = training.saved_config(workdir)
+    config = checkpoints.saved_config(workdir)
     chosen = report.write_report(config, workdir, max_cost=1.0)["chosen_on_validation"]["best"]
     result = compare_lib.compare([workdir], [workdir], b_policy="cwb", resamples=50)
     pooled, cwb = result["pooled"], chosen["cwb"]

@@ -14,7 +14,9 @@ import jax
 import numpy as np
 import pytest
 
-from elbert_jax import EncoderConfig, Engine, ExitPolicy, ElbertModel, init_params, parallel, training
+from elbert_jax import config as config_lib
+from elbert_jax import (EncoderConfig, Engine, ExitPolicy, ElbertModel, checkpoints, init_params,
+                        parallel, training)
 
 ROOT = Path(__file__).resolve().parents[1]
 FOUR = jax.device_count() >= 4
@@ -32,12 +34,12 @@ def test_on_four_virtual_devices():
 
 @needs_four
 def test_training_on_four_devices_matches_one(tmp_path):
-    config = lambda mode: training.load_config_file(  # noqa: E731
+    config = lambda mode: config_lib.load_config_file(  # noqa: E731
         ROOT / "configs" / "tiny.py", **{"train.data_parallel": mode})
     one = training.train_and_evaluate(config("off"), tmp_path / "one")
     four = training.train_and_evaluate(config("auto"), tmp_path / "four")
-    _, a, _ = training.restore_best_params(tmp_path / "one")
-    _, b, _ = training.restore_best_params(tmp_path / "four")
+    _, a, _ = checkpoints.restore_best_params(tmp_path / "one")
+    _, b, _ = checkpoints.restore_best_params(tmp_path / "four")
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)  # all-reduce order differs
     assert four["test"]["accuracy"] == pytest.approx(one["test"]["accuracy"], abs=0.02)
@@ -52,7 +54,7 @@ def test_pretraining_on_four_devices_matches_one(trained, tmp_path):
     from elbert_jax import pretrain, report
 
     base = report.export(trained[0], tmp_path / "base")
-    config = lambda mode: training.load_config_file(  # noqa: E731
+    config = lambda mode: config_lib.load_config_file(  # noqa: E731
         ROOT / "configs" / "tiny.py", **{"model.name_or_path": str(base), "pretrain.epochs": 1,
                                          "pretrain.lr": 3e-3, "train.data_parallel": mode})
     one = pretrain.pretrain(config("off"), tmp_path / "one")
@@ -68,9 +70,9 @@ def test_pretraining_on_four_devices_matches_one(trained, tmp_path):
 @needs_four
 def test_batch_divisible_by_devices_is_validated():
     for key in ("train.batch_size", "pretrain.batch_size"):
-        config = training.load_config_file(ROOT / "configs" / "tiny.py", **{key: 6})
+        config = config_lib.load_config_file(ROOT / "configs" / "tiny.py", **{key: 6})
         with pytest.raises(ValueError, match=f"{key}=6.* must be multiples of the 4 devices"):
-            training.validate_config(config)
+            config_lib.validate_config(config)
 
 
 @needs_four

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from elbert_jax import config as config_lib
 from elbert_jax import data as data_lib
 from elbert_jax import training
 from elbert_jax.data import BadRows, DataError
@@ -116,7 +117,7 @@ def test_phrasebank_bad_lines_and_empty_file(tmp_path):
 def test_training_stops_on_bad_rows_unless_told_to_skip(tmp_path):
     path = tmp_path / "train.csv"
     write_csv(path)
-    config = training.load_config_file(ROOT / "configs" / "tiny.py", **{
+    config = config_lib.load_config_file(ROOT / "configs" / "tiny.py", **{
         "data.source": "files", "data.train_file": str(path), "data.label_names": NAMES})
     with pytest.raises(DataError, match=r"7 bad rows \(2 empty or missing 'text'"):
         training.train_and_evaluate(config, tmp_path / "run")

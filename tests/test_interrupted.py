@@ -16,15 +16,16 @@ import jax
 import numpy as np
 import pytest
 
-from elbert_jax import training
+from elbert_jax import config as config_lib
+from elbert_jax import checkpoints, training
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.py"
 
 
 def assert_same_params(a: Path, b: Path) -> None:
-    _, params_a, _ = training.restore_best_params(a)
-    _, params_b, _ = training.restore_best_params(b)
+    _, params_a, _ = checkpoints.restore_best_params(a)
+    _, params_b, _ = checkpoints.restore_best_params(b)
     for x, y in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b), strict=True):
         np.testing.assert_array_equal(x, y)
 
@@ -66,7 +67,7 @@ def test_sigkill_mid_run_then_rerun_equals_uninterrupted(trained, tmp_path):
 @pytest.mark.parametrize("damage", ["truncate", "overwrite"])
 def test_damaged_latest_checkpoint_falls_back_to_previous(trained, tmp_path, caplog, damage):
     reference, _ = trained
-    config = training.load_config_file(TINY, **{"train.checkpoint_every": 3})
+    config = config_lib.load_config_file(TINY, **{"train.checkpoint_every": 3})
     workdir = tmp_path / "run"
     assert training.train_and_evaluate(config, workdir, stop_at_step=8) == {"stopped_at": 8}
     assert committed_steps(workdir) == [3, 6]

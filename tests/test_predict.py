@@ -144,6 +144,7 @@ def test_serving_the_setting_chosen_on_validation(trained, tmp_path):
     reproduces exactly the accuracy and cost the report chose it by."""
     import shutil
 
+    from elbert_jax import config as config_lib
     from elbert_jax import exits, report, training
 
     workdir = tmp_path / "run"
@@ -151,7 +152,7 @@ def test_serving_the_setting_chosen_on_validation(trained, tmp_path):
     # test may have reported on the shared run
     with pytest.raises(FileNotFoundError, match="--mode report"):
         Predictor.from_workdir(workdir, from_report=True)
-    config = training.load_config_file(ROOT / "configs" / "tiny.py")
+    config = config_lib.load_config_file(ROOT / "configs" / "tiny.py")
     report.write_report(config, workdir, max_cost=0.7)
     path = workdir / "report_test" / "report.json"
     best = json.loads(path.read_text())["chosen_on_validation"]["best"]

@@ -11,6 +11,7 @@ import pytest
 import safetensors.numpy
 
 from conftest import TINY_ALBERT, TINY_BERT, save_random_hf
+from elbert_jax import config as config_lib
 from elbert_jax import convert, pretrain, training
 from elbert_jax import data as data_lib
 from elbert_jax.parity import random_batch
@@ -103,7 +104,7 @@ def pretrained(trained, tmp_path_factory):
 
     workdir, _ = trained
     base = report.export(workdir, tmp_path_factory.mktemp("exported"))
-    config = training.load_config_file(CONFIGS / "tiny.py", **{
+    config = config_lib.load_config_file(CONFIGS / "tiny.py", **{
         "model.name_or_path": str(base), "pretrain.epochs": 3, "pretrain.batch_size": 16,
         "pretrain.lr": 3e-3, "pretrain.head_lr": 3e-2})
     out = tmp_path_factory.mktemp("tapt")
@@ -151,11 +152,11 @@ def test_an_interrupted_pretraining_resumes_to_the_same_encoder(pretrained, tmp_
 def test_fine_tuning_from_the_pretrained_encoder(pretrained, tmp_path):
     out, config, _ = pretrained
     encoder = str(out / "encoder")
-    config = training.load_config_file(CONFIGS / "tiny.py", **{
+    config = config_lib.load_config_file(CONFIGS / "tiny.py", **{
         "model.name_or_path": encoder, "train.epochs": 1})
     result = training.train_and_evaluate(config, tmp_path / "ft")
     assert 0 <= result["test"]["accuracy"] <= 1
-    other = training.load_config_file(CONFIGS / "tiny.py", **{
+    other = config_lib.load_config_file(CONFIGS / "tiny.py", **{
         "model.name_or_path": encoder, "seed": 7, "train.epochs": 1})
     with pytest.raises(ValueError, match="was pretrained on .* validation texts"):
         training.train_and_evaluate(other, tmp_path / "leak")
@@ -199,15 +200,15 @@ def test_pretraining_on_a_corpus_records_its_texts(pretrained, tmp_path):
 
 
 def test_pretraining_needs_a_checkpoint_and_a_valid_config(tmp_path):
-    config = training.load_config_file(CONFIGS / "tiny.py")
+    config = config_lib.load_config_file(CONFIGS / "tiny.py")
     with pytest.raises(ValueError, match="model.name_or_path"):
         pretrain.pretrain(config, tmp_path)
-    config = training.load_config_file(CONFIGS / "tiny.py", **{"pretrain.mask_rate": 1.5})
+    config = config_lib.load_config_file(CONFIGS / "tiny.py", **{"pretrain.mask_rate": 1.5})
     with pytest.raises(ValueError, match="pretrain.mask_rate=1.5"):
         pretrain.pretrain(config, tmp_path)
     for key, value, error in (("texts", str(tmp_path / "absent.txt"), "is not a file"),
                               ("texts", str(Path(__file__)), "is not one of"),
                               ("held_out", "keep", "is not refuse or drop")):
-        config = training.load_config_file(CONFIGS / "tiny.py", **{f"pretrain.{key}": value})
+        config = config_lib.load_config_file(CONFIGS / "tiny.py", **{f"pretrain.{key}": value})
         with pytest.raises(ValueError, match=f"pretrain.{key}=.*{error}"):
             pretrain.pretrain(config, tmp_path)

@@ -10,10 +10,11 @@ import jax
 import numpy as np
 import pytest
 
+from elbert_jax import config as config_lib
 from elbert_jax import report
 from elbert_jax import soup as soup_lib
 from elbert_jax import summary as summary_lib
-from elbert_jax import training
+from elbert_jax import checkpoints
 from elbert_jax.predict import Predictor
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.py"
@@ -37,9 +38,9 @@ def test_soup_of_last_states(trained, tmp_path, capsys):
     workdir, _ = trained
     soup_lib.main([str(workdir), "--out", str(tmp_path / "soup"), "--checkpoint", "last"])
     assert '"split": "test"' in capsys.readouterr().out
-    _, ended, meta = training.restore_last_params(workdir)
+    _, ended, meta = checkpoints.restore_last_params(workdir)
     jax.tree.map(np.testing.assert_array_equal,
-                 training.restore_best_params(tmp_path / "soup")[1], ended)
+                 checkpoints.restore_best_params(tmp_path / "soup")[1], ended)
     ingredient = json.loads((tmp_path / "soup" / "soup.json").read_text())["ingredients"][0]
     assert ingredient == {"workdir": str(workdir), "last_step": meta["last_step"]}
 
@@ -48,7 +49,7 @@ def test_soup_is_the_mean_and_serves_like_a_run(trained, second_run, tmp_path):
     first, _ = trained
     out = tmp_path / "soup"
     metrics = soup_lib.make_soup([first, second_run], out)
-    params = [training.restore_best_params(w)[1] for w in (first, second_run, out)]
+    params = [checkpoints.restore_best_params(w)[1] for w in (first, second_run, out)]
     jax.tree.map(lambda a, b, s: np.testing.assert_allclose(s, (np.asarray(a) + np.asarray(b)) / 2,
                                                             rtol=1e-6, atol=1e-7), *params)
     assert json.loads((out / "soup.json").read_text())["ingredients"][1]["workdir"] == str(second_run)
@@ -57,7 +58,7 @@ def test_soup_is_the_mean_and_serves_like_a_run(trained, second_run, tmp_path):
     assert run["test_accuracy"] == metrics["test"]["accuracy"]
     rows = Predictor.from_workdir(out).predict(["Profit rose.", "The board met."])
     assert len(rows) == 2 and all(r["label"] in ("negative", "neutral", "positive") for r in rows)
-    reported = report.write_report(training.load_config_file(TINY), out, max_cost=1.0)
+    reported = report.write_report(config_lib.load_config_file(TINY), out, max_cost=1.0)
     assert reported["metrics"]["accuracy"] == metrics["test"]["accuracy"]
     assert reported["chosen_on_validation"]["best"]
 

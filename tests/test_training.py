@@ -13,7 +13,8 @@ import jax
 import numpy as np
 import pytest
 
-from elbert_jax import EncoderConfig, load_tokenizer, training
+from elbert_jax import config as config_lib
+from elbert_jax import EncoderConfig, checkpoints, load_tokenizer, training
 from elbert_jax import summary as summary_lib
 from elbert_jax.predict import Predictor
 
@@ -22,7 +23,7 @@ TINY = ROOT / "configs" / "tiny.py"
 
 
 def tiny(**overrides):
-    return training.load_config_file(TINY, **overrides)
+    return config_lib.load_config_file(TINY, **overrides)
 
 
 def test_workdir_contents_and_metrics(trained):
@@ -61,8 +62,8 @@ def test_resume_equals_uninterrupted(tmp_path, changes):
     assert training.train_and_evaluate(config, tmp_path / "b", stop_at_step=5) == {"stopped_at": 5}
     resumed = training.train_and_evaluate(config, tmp_path / "b")
     assert resumed["test"] == reference["test"]
-    _, params_a, _ = training.restore_best_params(tmp_path / "a")
-    _, params_b, _ = training.restore_best_params(tmp_path / "b")
+    _, params_a, _ = checkpoints.restore_best_params(tmp_path / "a")
+    _, params_b, _ = checkpoints.restore_best_params(tmp_path / "b")
     for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b), strict=True):
         np.testing.assert_array_equal(a, b)
     steps = [json.loads(line).get("step") for line in (tmp_path / "b" / "metrics.jsonl").open()]
@@ -107,7 +108,7 @@ def test_tensorboard_shows_what_metrics_jsonl_holds_after_a_resume(tmp_path, mon
     np.testing.assert_allclose([p[2] for p in shown], [p[2] for p in want], rtol=1e-6, atol=1e-7)
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)
     with pytest.raises(ValueError, match="tensorboardX"):
-        training.validate_config(config)
+        config_lib.validate_config(config)
 
 
 def test_a_resumed_writer_in_the_same_second_keeps_the_first_runs_events(tmp_path):
@@ -119,34 +120,6 @@ def test_a_resumed_writer_in_the_same_second_keeps_the_first_runs_events(tmp_pat
         [("train/loss", 0), ("train/loss", 3)]
 
 
-@pytest.mark.parametrize("accumulate", [1, 3])
-def test_param_average_is_the_debiased_ema_of_the_updated_params(accumulate):
-    import jax.numpy as jnp
-    import optax
-
-    decay = 0.8
-    inner = optax.multi_transform({"model": optax.sgd(0.1), "t": optax.sgd(0.1)},
-                                  {"model": {"w": "model"}, "t": "t"})
-    tx = training.with_param_average(inner, decay)
-    if accumulate > 1:
-        tx = optax.MultiSteps(tx, every_k_schedule=accumulate)
-    params = {"model": {"w": jnp.array([1.0, -2.0])}, "t": jnp.zeros(2)}
-    state = tx.init(params)
-    assert training.averaged_params(tx.init(params), decay) is not None
-    expected, visited = np.zeros(2), []
-    for i in range(4 * accumulate):
-        grads = {"model": {"w": jnp.array([0.5, 1.0]) * (i + 1)}, "t": jnp.ones(2)}
-        updates, state = tx.update(grads, state, params)
-        params = optax.apply_updates(params, updates)
-        if (i + 1) % accumulate == 0:  # only real updates count, not accumulation micro-steps
-            visited.append(np.asarray(params["model"]["w"]))
-    for w in visited:
-        expected = decay * expected + (1 - decay) * w
-    expected /= 1 - decay ** len(visited)
-    np.testing.assert_allclose(training.averaged_params(state, decay)["w"], expected, rtol=1e-6)
-    assert training.averaged_params(inner.init(params), decay) is None
-
-
 def test_param_average_is_what_gets_evaluated_and_saved(tmp_path):
     """With a negligible decay the average is the last params, so the best checkpoint of a
     one-epoch run equals the plain run's (the params after each update are averaged, not those
@@ -154,12 +127,12 @@ def test_param_average_is_what_gets_evaluated_and_saved(tmp_path):
     runs = {decay: training.train_and_evaluate(tiny(**{"train.epochs": 1, "train.ema_decay": decay}),
                                                tmp_path / str(decay)) for decay in (0.0, 1e-9, 0.9)}
     assert runs[1e-9]["test"]["per_exit_accuracy"] == runs[0.0]["test"]["per_exit_accuracy"]
-    best = {decay: jax.tree.leaves(training.restore_best_params(tmp_path / str(decay))[1])
+    best = {decay: jax.tree.leaves(checkpoints.restore_best_params(tmp_path / str(decay))[1])
             for decay in runs}
     for x, y in zip(best[0.0], best[1e-9], strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
     assert max(float(np.abs(x - y).max()) for x, y in zip(best[0.0], best[0.9])) > 1e-3
-    ended = jax.tree.leaves(training.restore_last_params(tmp_path / "0.9")[1])  # one epoch: kept
+    ended = jax.tree.leaves(checkpoints.restore_last_params(tmp_path / "0.9")[1])  # one epoch: kept
     for x, y in zip(best[0.9], ended, strict=True):
         np.testing.assert_array_equal(x, y)
 
@@ -175,8 +148,8 @@ def test_the_last_checkpoint_is_where_training_ended(trained, tmp_path, capsys):
     result = training.train_and_evaluate(tiny(**{"train.select_metric": "last"}), last_run)
     records = [json.loads(line) for line in (last_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["best"] for r in records if r.get("split") == "validation"] == [True, True]
-    _, kept, meta = training.restore_best_params(last_run)
-    _, ended, ended_meta = training.restore_params(workdir, "last")
+    _, kept, meta = checkpoints.restore_best_params(last_run)
+    _, ended, ended_meta = checkpoints.restore_params(workdir, "last")
     assert meta["best_step"] == ended_meta["last_step"] == result["step"]
     for x, y in zip(jax.tree.leaves(kept), jax.tree.leaves(ended), strict=True):
         np.testing.assert_array_equal(x, y)
@@ -196,96 +169,15 @@ def test_the_last_checkpoint_is_where_training_ended(trained, tmp_path, capsys):
     for key in ("checkpoint_step", "metrics", "exit_histogram", "chosen_on_validation"):
         assert ended_report[key] == kept_report[key], key
     with pytest.raises(ValueError, match="is not one of"):
-        training.restore_params(workdir, "first")
+        checkpoints.restore_params(workdir, "first")
     first_epoch = next(r["step"] for r in records if r.get("split") == "validation")
     training.train_and_evaluate(tiny(), tmp_path / "cut", stop_at_step=first_epoch + 1)
     with pytest.raises(FileNotFoundError, match="no last state of a finished run"):
-        training.restore_last_params(tmp_path / "cut")
+        checkpoints.restore_last_params(tmp_path / "cut")
     shutil.rmtree(tmp_path / "cut" / "checkpoints")
     with pytest.raises(FileNotFoundError, match="none, so no last training state"):
-        training.restore_last_params(tmp_path / "cut")
+        checkpoints.restore_last_params(tmp_path / "cut")
     assert not (tmp_path / "cut" / "checkpoints").exists()
-
-
-@pytest.mark.parametrize("model_type", ["bert", "albert"])
-def test_layer_lr_decay_scales_each_group_below_the_top(model_type):
-    """Against the same step without decay: group g of G moves decay^(G-1-g) as far, the
-    embeddings decay^G, the exit heads and ELBERT's t as far (weight decay included)."""
-    from elbert_jax.model import EncoderConfig, init_params
-
-    cfg = EncoderConfig(model_type=model_type, vocab_size=50, embedding_size=8, hidden_size=8,
-                        num_hidden_layers=3, num_attention_heads=2, intermediate_size=16,
-                        num_labels=3, head_per_layer=model_type == "bert")
-    params = {"model": init_params(cfg), "t": np.zeros(2, np.float32)}
-    grads = jax.tree.map(lambda x: np.random.default_rng(0).normal(size=x.shape).astype(x.dtype),
-                         params)
-    updates = {}
-    for decay in (1.0, 0.5):
-        t = tiny(**{"train.layer_lr_decay": decay, "train.warmup_fraction": 0.0}).train
-        tx = training.make_optimizer(t, total_updates=10)
-        updates[decay] = tx.update(grads, tx.init(params), params)[0]
-    groups = cfg.groups
-    assert groups == (3 if model_type == "bert" else 1)
-    ratios = jax.tree.map(lambda a, b: np.asarray(b) / np.asarray(a), updates[1.0], updates[0.5])
-    for path, ratio in jax.tree_util.tree_leaves_with_path(ratios):
-        name = jax.tree_util.keystr(path)
-        if "embeddings" in name:
-            np.testing.assert_allclose(ratio, 0.5 ** groups, rtol=1e-5, err_msg=name)
-        elif "encoder" in name:
-            for g in range(groups):
-                np.testing.assert_allclose(ratio[g], 0.5 ** (groups - 1 - g), rtol=1e-5, err_msg=name)
-        else:
-            np.testing.assert_allclose(ratio, 1.0, rtol=1e-5, err_msg=name)
-
-
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.py")), ids=lambda p: p.name)
-def test_every_shipped_config_validates(path):
-    training.validate_config(training.load_config_file(path))
-    assert path.read_text().startswith("# COMMAND: python train.py --config configs/" + path.name)
-
-
-def test_config_validation_names_keys():
-    with pytest.raises(ValueError, match="train.weighting='cubic'") as err:
-        training.validate_config(tiny(**{"train.weighting": "cubic", "data.source": "web"}))
-    assert "data.source='web'" in str(err.value)
-    config = tiny()
-    with config.unlocked():
-        config.train.epochz = 3
-    with pytest.raises(ValueError, match="unknown key train.epochz"):
-        training.validate_config(config)
-    with pytest.raises(KeyError, match="Did you mean"):
-        tiny(**{"train.epochz": 3})  # a locked config refuses unknown keys outright
-
-
-def test_config_validation_types_and_impossible_values():
-    import ml_collections
-
-    raw = json.loads(tiny().to_json())
-    raw["train"]["epochs"] = "3"
-    raw["train"]["progress"] = 1
-    raw["exit"]["threshold"] = "high"
-    raw["data"]["label_names"] = [0, 1]
-    with pytest.raises(ValueError) as err:
-        training.validate_config(ml_collections.ConfigDict(raw))
-    for expected in ("train.epochs='3' must be an int", "train.progress=1 must be a bool",
-                     "exit.threshold='high' must be a number", "data.label_names=[0, 1] must be None"):
-        assert expected in str(err.value)
-    bad = {"train.batch_size": 0, "model.scratch.hidden_size": 31, "data.max_length": 64,
-           "data.bad_rows": "ignore", "train.data_parallel": "maybe", "train.log_every": 0,
-           "model.classifier_dropout_prob": 1.5, "data.label_names": ["a", "a"],
-           "train.ema_decay": 1.0, "train.layer_lr_decay": 0.0, "train.label_smoothing": 1.0,
-           "train.rdrop": -1.0, "train.teacher_weight": 0.0, "train.teacher_temperature": 0.0,
-           "exit.choose_by": "votes"}
-    with pytest.raises(ValueError) as err:
-        training.validate_config(tiny(**bad))
-    for expected in ("train batch sizes", "hidden_size=31 is not a multiple of num_attention_heads=2",
-                     "data.max_length=64 exceeds model.scratch.max_position_embeddings=32",
-                     "data.bad_rows='ignore'", "train.data_parallel='maybe'", "train.log_every=0",
-                     "dropout", "data.label_names=['a', 'a']", "train.ema_decay=1.0 must be",
-                     "train.layer_lr_decay=0.0 must be", "train.label_smoothing=1.0 must be",
-                     "train.rdrop=-1.0 must be", "train.teacher_weight=0.0 must be",
-                     "train.teacher_temperature=0.0 must be", "exit.choose_by='votes'"):
-        assert expected in str(err.value)
 
 
 def test_workdir_of_another_model_is_refused_untouched(trained):
@@ -326,10 +218,10 @@ def test_run_settings_do_not_block_a_resume(tmp_path):
     old = {k: v for k, v in encoder.items() if k != "fuse_qkv"}
     (tmp_path / "model.json").write_text(json.dumps({"encoder": old, "label_names": ["a", "b"]}))
     (tmp_path / "checkpoints" / "7").mkdir(parents=True)
-    training._check_resumable(tmp_path, dict(encoder, fuse_qkv=True, attention="auto",
+    checkpoints.check_resumable(tmp_path, dict(encoder, fuse_qkv=True, attention="auto",
                                              dtype="bfloat16"), ["a", "b"])
     with pytest.raises(ValueError, match=r"different model \(label_names"):
-        training._check_resumable(tmp_path, encoder, ["a", "c"])
+        checkpoints.check_resumable(tmp_path, encoder, ["a", "c"])
 
 
 @pytest.mark.parametrize("changes", [{"train.weighting": "linear", "train.grad_accum": 2,
@@ -472,7 +364,7 @@ def test_agreement_targets_train_on_the_annotators_agreement(tmp_path):
     from elbert_jax import report
 
     nested = tmp_path / "nested" / "run"  # its report breaks test accuracy down by agreement
-    reported = report.write_report(training.saved_config(nested), nested, max_cost=1.0)
+    reported = report.write_report(checkpoints.saved_config(nested), nested, max_cost=1.0)
     rows, n = reported["by_agreement"], reported["texts"]
     assert [r["highest_subset"] for r in rows] == list(training.data_lib.PHRASEBANK_SUBSETS)
     assert sum(r["texts"] for r in rows) == n and all(r["texts"] for r in rows)
@@ -489,7 +381,7 @@ def test_agreement_targets_train_on_the_annotators_agreement(tmp_path):
     assert len(losses[0]) == len(losses[1]) > 1
     assert losses[1] != pytest.approx(losses[0], rel=1e-3)
     with pytest.raises(ValueError, match="agreement_targets=True needs data.source='phrasebank'"):
-        training.validate_config(tiny(**{"data.agreement_targets": True}))
+        config_lib.validate_config(tiny(**{"data.agreement_targets": True}))
 
 
 def test_train_from_adds_the_larger_subsets_other_texts_to_training_only(tmp_path):
@@ -515,10 +407,10 @@ def test_train_from_adds_the_larger_subsets_other_texts_to_training_only(tmp_pat
     assert more.stats["train_from"]["added"] == len(added)
     assert set(more.train.agreement[len(plain.train):].tolist()) == {0, 1}  # below 75Agree
     config = tiny(**overrides, **{"data.train_from": "50Agree"})
-    assert training.split_identity(config) == training.split_identity(tiny(**overrides))
+    assert checkpoints.split_identity(config) == checkpoints.split_identity(tiny(**overrides))
     for bad in ({"data.train_from": "AllAgree"}, {"data.train_from": "75Agree"}):
         with pytest.raises(ValueError, match="must be a PhraseBank subset larger"):
-            training.validate_config(tiny(**overrides, **bad))
+            config_lib.validate_config(tiny(**overrides, **bad))
 
 
 def test_split_seed_fixes_the_split_apart_from_the_run_seed():
@@ -532,14 +424,14 @@ def test_split_seed_fixes_the_split_apart_from_the_run_seed():
 
 def test_a_folder_that_is_not_a_workdir_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a workdir written by train.py"):
-        training.restore_best_params(tmp_path)
+        checkpoints.restore_best_params(tmp_path)
     with pytest.raises(FileNotFoundError, match="not a workdir"):
         Predictor.from_workdir(tmp_path / "missing")
 
 
 def test_teacher_targets_mix_labels_with_the_tempered_teacher(trained):
     workdir, _ = trained
-    splits = training.load_splits(training.saved_config(workdir))
+    splits = training.load_splits(checkpoints.saved_config(workdir))
     probs, _, _ = training.workdir_probabilities(workdir, splits.train)
     teacher = probs[-1]
     one_hot = np.eye(3, dtype=np.float32)[splits.train.labels]
