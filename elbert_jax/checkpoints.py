@@ -190,7 +190,7 @@ def metrics_records(workdir: str | Path) -> tuple[list[dict], dict | None]:
 
 
 # Same parameters, another run setting (a model.json written before a setting existed lacks it).
-_RESUMABLE_CHANGES = ("dtype", "attention", "fuse_qkv", "hidden_dropout_prob",
+RESUMABLE_CHANGES = ("dtype", "attention", "fuse_qkv", "hidden_dropout_prob",
                       "attention_probs_dropout_prob", "classifier_dropout_prob")
 
 
@@ -213,7 +213,7 @@ def check_resumable(workdir: Path, encoder: dict, label_names: list[str],
     old = dict(meta["encoder"], label_names=meta["label_names"])
     new = json.loads(json.dumps(dict(encoder, label_names=label_names)))
     changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(new)
-               if old.get(k) != new.get(k) and k not in _RESUMABLE_CHANGES]
+               if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES]
     if changed:
         raise ValueError(f"{workdir} holds checkpoints of a different model ({'; '.join(changed)}); "
                          "use a new --workdir, or restore the config that made it")

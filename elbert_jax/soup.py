@@ -47,7 +47,7 @@ def _shape_of(key: str, value: Any) -> Any:
     (dtype, attention kernel, dropout): runs may differ in those and still be averaged."""
     if key != "encoder":
         return value
-    return {k: v for k, v in value.items() if k not in checkpoints._RESUMABLE_CHANGES}
+    return {k: v for k, v in value.items() if k not in checkpoints.RESUMABLE_CHANGES}
 
 
 def _same_tokenizer(a: Path, b: Path) -> bool:

@@ -180,22 +180,17 @@ def test_the_last_checkpoint_is_where_training_ended(trained, tmp_path, capsys):
     assert not (tmp_path / "cut" / "checkpoints").exists()
 
 
-def test_workdir_of_another_model_is_refused_untouched(trained):
-    workdir, _ = trained
-    before = {p: p.read_bytes() for p in [workdir / "config.json", workdir / "model.json"]}
-    with pytest.raises(ValueError, match=r"different model \(hidden_size: 16 -> 32.*num_attention"):
-        training.train_and_evaluate(tiny(**{"model.scratch.hidden_size": 32,
-                                            "model.scratch.num_attention_heads": 4}), workdir)
-    assert {p: p.read_bytes() for p in before} == before
-
-
-@pytest.mark.parametrize("change", [{"data.split_seed": 5}, {"data.demo_size": 150}])
-def test_workdir_of_other_texts_is_refused_untouched(trained, change):
+@pytest.mark.parametrize("change, refused", [
+    ({"model.scratch.hidden_size": 32, "model.scratch.num_attention_heads": 4},
+     r"different model \(hidden_size: 16 -> 32.*num_attention"),
     # a finished run rerun on another split would score its params on texts it trained on
+    ({"data.split_seed": 5}, r"trained on other texts \(the train, validation, test"),
+    ({"data.demo_size": 150}, r"trained on other texts \(the train, validation, test")])
+def test_workdir_of_another_model_or_other_texts_is_refused_untouched(trained, change, refused):
     workdir, _ = trained
     before = {p: p.read_bytes() for p in [workdir / "config.json", workdir / "model.json",
                                            workdir / "metrics.jsonl"]}
-    with pytest.raises(ValueError, match=r"trained on other texts \(the train, validation, test"):
+    with pytest.raises(ValueError, match=refused):
         training.train_and_evaluate(tiny(**change), workdir)
     assert {p: p.read_bytes() for p in before} == before
 
