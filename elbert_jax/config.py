@@ -86,6 +86,8 @@ def base_config() -> ml_collections.ConfigDict:
         patience=2, layer=1,
         choose_by="agreement",  # --mode report's choice on validation: "agreement" with the last
         # exit (chosen 2026-11-29 by a pre-registered rule, docs/results.md) or "accuracy"
+        calibrate=False,  # --mode report: fit one temperature per exit on validation and sweep and
+        # choose every policy on the calibrated probabilities (exits.fit_temperatures)
     ))
     return c
 

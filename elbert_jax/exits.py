@@ -35,7 +35,9 @@ class ExitPolicy:
     - ``patience``: the argmax unchanged for ``patience`` consecutive layers (PABEE).
     - ``max_prob``: top probability >= ``threshold``.
     - ``static``: every row exits at layer ``layer`` (1-based).
-    The last layer always exits.
+    The last layer always exits. ``temperatures`` (one per layer, or empty for none): each rule
+    reads layer ``l``'s probabilities as ``softmax(log p / T_l)`` (``fit_temperatures``), so that
+    one threshold means the same confidence at every depth; argmaxes are unchanged.
     """
 
     name: str = "cwb"
@@ -46,8 +48,13 @@ class ExitPolicy:
     spread: float = 0.1
     patience: int = 2
     layer: int = 1
+    temperatures: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        # A JSON round trip gives a list, which jit cannot hash as part of a static policy.
+        object.__setattr__(self, "temperatures", tuple(float(t) for t in self.temperatures))
+        if not all(math.isfinite(t) and t > 0 for t in self.temperatures):
+            raise ValueError(f"temperatures={self.temperatures} must be finite and > 0")
         if self.name not in POLICIES:
             raise ValueError(f"exit policy {self.name!r} is not one of {POLICIES}")
         if self.variant not in CWB_VARIANTS:
@@ -101,6 +108,12 @@ def step(policy: ExitPolicy, state: ExitState, probs: Array, layer: Array | int,
     possibly as a traced value.
     """
     probs = probs.astype(jnp.float32)
+    if policy.temperatures:
+        if len(policy.temperatures) != num_layers:
+            raise ValueError(f"{len(policy.temperatures)} temperatures for {num_layers} layers")
+        index = jnp.clip(jnp.asarray(layer) - 1, 0, num_layers - 1)  # [] or [B] (refill)
+        temperature = jnp.asarray(policy.temperatures, jnp.float32)[index]
+        probs = temper(probs, temperature[..., None] if temperature.ndim else temperature)
     tau = policy.threshold if threshold is None else threshold
     top2 = jax.lax.top_k(probs, 2)[0] if probs.shape[-1] > 1 else jnp.concatenate(
         [probs, jnp.zeros_like(probs)], -1)
@@ -134,6 +147,36 @@ def step(policy: ExitPolicy, state: ExitState, probs: Array, layer: Array | int,
         depth = policy.layer if threshold is None else threshold
         exit_now = jnp.broadcast_to(layer >= depth, argmax.shape)
     return state, exit_now | (layer >= num_layers)
+
+
+def temper(probs: Array, temperature: Array | float) -> Array:
+    """``softmax(log(probs) / temperature)``: the probabilities of logits divided by the
+    temperature (the log-sum-exp a softmax subtracts cancels), from the probabilities alone."""
+    return jax.nn.softmax(jnp.log(probs) / temperature, -1)
+
+
+def fit_temperatures(probs: np.ndarray, labels: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)
+                     ) -> np.ndarray:
+    """Per exit, the temperature in ``bounds`` that minimises the negative log-likelihood of
+    ``labels`` under ``temper(probs [L, N, K], T)`` (temperature scaling, Guo et al. 2017), fitted
+    on held-out texts. The NLL is convex in 1 / T, so a golden-section search over log T finds
+    its minimum; float64, deterministic."""
+    log_p = np.log(np.maximum(np.asarray(probs, np.float64), np.finfo(np.float32).tiny))
+    labels = np.asarray(labels)
+
+    def nll(log_t: np.ndarray) -> np.ndarray:  # [L] for one log T per exit
+        z = log_p / np.exp(log_t)[:, None, None]
+        z_max = z.max(-1, keepdims=True)
+        log_norm = np.log(np.exp(z - z_max).sum(-1)) + z_max[..., 0]
+        return np.mean(log_norm - np.take_along_axis(z, labels[None, :, None], -1)[..., 0], -1)
+
+    golden = (math.sqrt(5) - 1) / 2
+    lo, hi = np.full(log_p.shape[0], math.log(bounds[0])), np.full(log_p.shape[0], math.log(bounds[1]))
+    for _ in range(80):  # the bracket shrinks to 0.618^80 of its width
+        a, b = hi - golden * (hi - lo), lo + golden * (hi - lo)
+        left = nll(a) <= nll(b)
+        hi, lo = np.where(left, b, hi), np.where(left, lo, a)
+    return np.exp((lo + hi) / 2)
 
 
 class Exits(NamedTuple):

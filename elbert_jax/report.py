@@ -21,12 +21,36 @@ SWEPT = ("cwb", "entropy", "raw_entropy", "patience", "max_prob", "static")
 
 
 def sweep_all(probs: np.ndarray, labels: np.ndarray, cwb: exits.ExitPolicy) -> list[dict]:
-    """Rows {policy, threshold, accuracy, cost} for every policy; CWB keeps ``cwb``'s window etc."""
+    """Rows {policy, threshold, accuracy, cost} for every policy; CWB keeps ``cwb``'s window etc.,
+    and every policy reads the probabilities through ``cwb``'s temperatures."""
     rows = []
     for name in SWEPT:
-        policy = cwb if name == "cwb" else exits.ExitPolicy(name=name)
+        policy = cwb if name == "cwb" else exits.ExitPolicy(name=name, temperatures=cwb.temperatures)
         rows += exits.sweep(policy, jnp.asarray(probs), labels)
     return rows
+
+
+def calibration(probs: np.ndarray, labels: np.ndarray, temperatures: np.ndarray, bins: int = 15
+                ) -> dict[str, list[float]]:
+    """Per exit, the negative log-likelihood and expected calibration error (top probability
+    against accuracy in ``bins`` equal-width bins) of ``probs`` [L, N, K] before and after
+    ``exits.temper`` with ``temperatures``."""
+    def scores(p: np.ndarray) -> tuple[list[float], list[float]]:
+        p = np.asarray(p, np.float64)
+        picked = np.take_along_axis(p, labels[None, :, None], -1)[..., 0]
+        nll = -np.log(np.maximum(picked, np.finfo(np.float32).tiny)).mean(-1)
+        ece = []
+        for top, right in zip(p.max(-1), p.argmax(-1) == labels[None]):
+            which = np.minimum((top * bins).astype(int), bins - 1)
+            ece.append(float(sum(abs(right[which == b].mean() - top[which == b].mean())
+                                 * np.mean(which == b) for b in np.unique(which))))
+        return nll.tolist(), ece
+
+    t = jnp.asarray(temperatures, jnp.float32)[:, None, None]
+    nll, ece = scores(probs)
+    nll_t, ece_t = scores(exits.temper(jnp.asarray(probs), t))
+    return {"temperatures": [float(x) for x in temperatures], "nll": nll, "nll_calibrated": nll_t,
+            "ece": ece, "ece_calibrated": ece_t}
 
 
 CRITERIA = config_lib.CHOOSE_BY  # what a setting is chosen by on validation
@@ -43,7 +67,8 @@ def choose_on_validation(val_probs: np.ndarray, val_labels: np.ndarray, test_pro
     ``criterion``: "accuracy" (the most texts right) or "agreement" (the most texts predicted as
     the last exit predicts them: an early exit can only lose accuracy where it disagrees with the
     last exit, and counting that needs no labels, which are noisy in e.g. PhraseBank 50Agree);
-    ties go to the higher accuracy, then the lower cost."""
+    ties go to the higher accuracy, then the lower cost. Every candidate reads the probabilities
+    through ``cwb``'s temperatures."""
     return choose_by_criteria(val_probs, val_labels, test_probs, test_labels, cwb, max_cost,
                               windows, (criterion,))[criterion]
 
@@ -57,7 +82,8 @@ def choose_by_criteria(val_probs: np.ndarray, val_labels: np.ndarray, test_probs
     if unknown:
         raise ValueError(f"criterion={unknown[0]!r} is not one of {CRITERIA}")
     candidates = [dataclasses.replace(cwb, window=n) for n in windows]
-    candidates += [exits.ExitPolicy(name=name) for name in SWEPT if name != "cwb"]
+    candidates += [exits.ExitPolicy(name=name, temperatures=cwb.temperatures)
+                   for name in SWEPT if name != "cwb"]
     val_probs, test_probs = jnp.asarray(val_probs), jnp.asarray(test_probs)
     chosen: dict[str, list[dict[str, Any]]] = {c: [] for c in criteria}
     last = np.asarray(val_probs[-1].argmax(-1))
@@ -196,7 +222,9 @@ def write_report(config: ml_collections.ConfigDict, workdir: str | Path,
     """``report.json`` and PNGs in ``workdir/report_<split>`` from the best checkpoint; for the
     test split also each policy's setting chosen on validation at cost <= ``max_cost``. With
     ``checkpoint="last"``, of the state the run ended with, in ``report_<split>_last`` (what
-    ``infer.py --from_report`` serves stays the best checkpoint's)."""
+    ``infer.py --from_report`` serves stays the best checkpoint's). With ``exit.calibrate``, one
+    temperature per exit fitted on validation (``exits.fit_temperatures``) feeds every policy,
+    and the chosen settings carry it."""
     config_lib.validate_config(config)
     workdir = Path(workdir)
     model, params, meta = checkpoints.restore_params(workdir, checkpoint)
@@ -206,14 +234,23 @@ def write_report(config: ml_collections.ConfigDict, workdir: str | Path,
     probs = training.exit_probabilities(training.make_prob_fn(model), params, encoded,
                                         config.train.eval_batch_size, meta["buckets"])
     policy = config_lib.exit_policy(config)
+    if split == "validation":
+        val, val_probs = encoded, probs
+    elif split == "test" or config.exit.calibrate:
+        val = data_lib.encode(tokenizer, splits.validation, meta["max_length"])
+        val_probs = training.exit_probabilities(training.make_prob_fn(model), params, val,
+                                                config.train.eval_batch_size, meta["buckets"])
+    calibrated = None
+    if config.exit.calibrate:  # fitted on validation, used by every policy below
+        temperatures = exits.fit_temperatures(val_probs, val.labels)
+        policy = policy.replace(temperatures=tuple(temperatures))
+        calibrated = calibration(probs, encoded.labels, temperatures) | {
+            "validation": calibration(val_probs, val.labels, temperatures)}
     rows = sweep_all(probs, encoded.labels, policy)
     chosen = exits.oracle(policy, jnp.asarray(probs))
     metrics = training.exit_metrics(probs, encoded.labels, policy)
     selected = None
     if split == "test":
-        val = data_lib.encode(tokenizer, splits.validation, meta["max_length"])
-        val_probs = training.exit_probabilities(training.make_prob_fn(model), params, val,
-                                                config.train.eval_batch_size, meta["buckets"])
         chosen_by = {criterion: {"rows": rows_chosen,
                                  "best": best_on_validation(rows_chosen, criterion)}
                      for criterion, rows_chosen in choose_by_criteria(
@@ -238,6 +275,7 @@ def write_report(config: ml_collections.ConfigDict, workdir: str | Path,
               "exit_histogram": np.bincount(np.asarray(chosen.layer),
                                             minlength=probs.shape[0] + 1)[1:].tolist(),
               "chosen_on_validation": selected, "by_agreement": agreement,
+              "calibration": calibrated,
               "sweep": rows, "images": [str(p) for p in images]}
     (folder / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     return {k: v for k, v in report.items() if k != "sweep"} | {"report": str(folder / "report.json")}

@@ -42,10 +42,12 @@ def test_config_validation_types_and_impossible_values():
     raw["train"]["progress"] = 1
     raw["exit"]["threshold"] = "high"
     raw["data"]["label_names"] = [0, 1]
+    raw["exit"]["calibrate"] = "yes"
     with pytest.raises(ValueError) as err:
         config_lib.validate_config(ml_collections.ConfigDict(raw))
     for expected in ("train.epochs='3' must be an int", "train.progress=1 must be a bool",
-                     "exit.threshold='high' must be a number", "data.label_names=[0, 1] must be None"):
+                     "exit.threshold='high' must be a number", "data.label_names=[0, 1] must be None",
+                     "exit.calibrate='yes' must be a bool"):
         assert expected in str(err.value)
     bad = {"train.batch_size": 0, "model.scratch.hidden_size": 31, "data.max_length": 64,
            "data.bad_rows": "ignore", "train.data_parallel": "maybe", "train.log_every": 0,

@@ -64,10 +64,12 @@ POLICIES = [
     exits.ExitPolicy("patience", patience=1),
     exits.ExitPolicy("max_prob", threshold=0.8),
     exits.ExitPolicy("static", layer=2),
+    exits.ExitPolicy("cwb", threshold=0.3, window=2, temperatures=(0.3, 0.6, 1.5, 3.0)),
 ]
 
 
-@pytest.mark.parametrize("policy", POLICIES, ids=lambda p: f"{p.name}-{p.variant}")
+@pytest.mark.parametrize("policy", POLICIES,
+                         ids=lambda p: f"{p.name}-{p.variant}" + ("-tempered" if p.temperatures else ""))
 def test_every_engine_equals_the_oracle(policy):
     model, params = make_model()
     layer = check(model, params, policy, make_rows(40), batch_size=8, min_batch=2,
@@ -122,7 +124,7 @@ def test_refill_by_depth_on_unshared_stacks(queue_batches):
     model, params = make_model("bert", head_per_layer=True)
     rows = make_rows(70, seed=10)
     for policy in (exits.ExitPolicy("cwb", threshold=0.5, window=2),
-                   exits.ExitPolicy("max_prob", threshold=0.7)):
+                   exits.ExitPolicy("max_prob", threshold=0.7, temperatures=(0.5, 1.0, 2.0, 4.0))):
         layer = check(model, params, policy, rows, kinds=("refill",), batch_size=4, min_batch=1,
                       buckets=(8, 24), queue_batches=queue_batches)
         assert set(layer) == {1, 2, 3, 4}  # every depth group is used

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax.numpy as jnp
@@ -128,9 +129,52 @@ def test_a_sweep_point_becomes_the_policy_that_gives_it(name):
         assert float(oracle(policy, probs).layer.mean()) / 6 == pytest.approx(row["cost"])
 
 
+@pytest.mark.parametrize("policy", POLICIES, ids=lambda p: f"{p.name}-{p.variant}-{p.window}")
+def test_temperatures_make_the_rule_read_tempered_probabilities(policy):
+    """A policy with per-layer temperatures decides as the plain policy does on the probabilities
+    of logits divided by them, and keeps the untempered argmax as its prediction."""
+    probs = random_probs(6, 300, 3, seed=11)
+    temperatures = (0.4, 0.7, 1.0, 1.5, 2.5, 4.0)
+    tempered = np.stack([exits.temper(jnp.asarray(p), t) for p, t in zip(probs, temperatures)])
+    got = oracle(policy.replace(temperatures=temperatures), jnp.asarray(probs))
+    want = oracle(policy, jnp.asarray(tempered))
+    np.testing.assert_array_equal(got.layer, want.layer)
+    np.testing.assert_array_equal(got.prediction, want.prediction)
+    np.testing.assert_array_equal(np.asarray(got.prediction),
+                                  probs.argmax(-1)[np.asarray(got.layer) - 1, np.arange(300)])
+    if policy.name in ("cwb", "entropy", "raw_entropy", "max_prob"):  # confidence rules move
+        assert np.any(np.asarray(got.layer) != np.asarray(oracle(policy, jnp.asarray(probs)).layer))
+
+
+def test_fit_temperatures_recovers_the_temperature_labels_were_drawn_at():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3, 20000, 3)) * 3.0
+    truth = np.array([0.5, 1.0, 2.5])
+    drawn = np.exp(logits / truth[:, None, None])
+    drawn /= drawn.sum(-1, keepdims=True)
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    for layer, t in enumerate(truth):  # each exit fitted on labels drawn at its own temperature
+        labels = (drawn[layer].cumsum(-1) < rng.random((20000, 1))).sum(-1)
+        assert exits.fit_temperatures(probs[layer:layer + 1], labels)[0] == pytest.approx(t, rel=0.05)
+    confident = np.eye(3)[labels] * 0.98 + 0.01  # always right: the sharpest allowed temperature
+    assert exits.fit_temperatures(confident[None], labels, bounds=(0.1, 10.0))[0] == pytest.approx(0.1)
+
+
+def test_temperatures_survive_json_and_must_match_the_depth():
+    import json
+
+    policy = ExitPolicy("entropy", temperatures=[0.5, 2.0])  # a list, as read back from JSON
+    assert policy.temperatures == (0.5, 2.0) and hash(policy)
+    assert ExitPolicy(**json.loads(json.dumps(dataclasses.asdict(policy)))) == policy
+    with pytest.raises(ValueError, match="2 temperatures for 6 layers"):
+        oracle(policy, jnp.asarray(random_probs(6, 4, 3, seed=0)))
+
+
 @pytest.mark.parametrize("kwargs", [dict(name="nope"), dict(variant="bias_9"), dict(window=0),
                                     dict(threshold=float("nan")), dict(threshold=float("inf")),
-                                    dict(margin=-0.1), dict(spread=float("nan"))])
+                                    dict(margin=-0.1), dict(spread=float("nan")),
+                                    dict(temperatures=(1.0, 0.0)),
+                                    dict(temperatures=(float("nan"),))])
 def test_policy_validation(kwargs):
     with pytest.raises(ValueError):
         ExitPolicy(**kwargs)

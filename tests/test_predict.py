@@ -187,6 +187,33 @@ def test_serving_the_setting_chosen_on_validation(trained, tmp_path):
         Predictor.from_workdir(workdir, from_report=True)
 
 
+def test_serving_a_calibrated_setting(trained, tmp_path):
+    """exit.calibrate: the report fits one temperature per exit on validation (lowering its NLL),
+    every chosen setting carries them, and --from_report serves that exact operating point."""
+    import shutil
+
+    from elbert_jax import config as config_lib
+    from elbert_jax import report, training
+
+    workdir = tmp_path / "run"
+    shutil.copytree(trained[0], workdir, ignore=shutil.ignore_patterns("report_*"))
+    config = config_lib.load_config_file(ROOT / "configs" / "tiny.py", **{"exit.calibrate": True})
+    table = report.write_report(config, workdir, max_cost=0.7)
+    fitted = table["calibration"]
+    assert len(fitted["temperatures"]) == 3 and fitted["temperatures"] != [1.0] * 3
+    val = fitted["validation"]
+    assert all(after <= before + 1e-9 for before, after in zip(val["nll"], val["nll_calibrated"]))
+    best = table["chosen_on_validation"]["best"]
+    assert all(list(row["exit_policy"]["temperatures"]) == fitted["temperatures"] for row in best.values())
+    predictor = Predictor.from_workdir(workdir, from_report=True, name="cwb")
+    assert list(predictor.policy.temperatures) == fitted["temperatures"]
+    validation = training.load_splits(config).validation
+    out = predictor.run(validation.texts)
+    assert float((out.prediction == validation.labels).mean()) == pytest.approx(
+        best["cwb"]["validation_accuracy"], abs=1e-6)
+    assert float(out.layer.mean()) / 3 == pytest.approx(best["cwb"]["validation_cost"], abs=1e-6)
+
+
 @pytest.mark.parametrize("live, overlap", [(False, True), (False, False), (True, True)])
 def test_stream_keeps_rows_then_raises_what_the_source_raised(trained, live, overlap):
     predictor = Predictor.from_workdir(trained[0], batch_size=4)

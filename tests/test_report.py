@@ -45,3 +45,19 @@ def test_an_unknown_criterion_is_refused():
     with pytest.raises(ValueError, match="criterion='votes'"):
         report.choose_on_validation(probs, np.zeros(4, int), probs, np.zeros(4, int),
                                     exits.ExitPolicy("cwb"), criterion="votes")
+
+
+def test_calibration_scores_before_and_after_temperatures():
+    """ECE is |accuracy - confidence| weighted by bin; NLL the mean -log p of the label; and the
+    temperatures fitted on a split lower its NLL."""
+    probs = np.tile(np.array([0.8, 0.1, 0.1]), (1, 10, 1))  # one exit, always 0.8 sure of class 0
+    labels = np.array([0] * 5 + [1] * 5)  # right half the time
+    scores = report.calibration(probs, labels, np.array([1.0]))
+    assert scores["ece"] == pytest.approx([0.3]) and scores["ece_calibrated"] == pytest.approx([0.3])
+    assert scores["nll"] == pytest.approx([-(np.log(0.8) + np.log(0.1)) / 2])
+    fitted = exits.fit_temperatures(probs, labels)
+    tempered = report.calibration(probs, labels, fitted)
+    assert tempered["nll_calibrated"][0] < scores["nll"][0]
+    # the best temperature sets the top probability to 0.5, the accuracy
+    assert np.asarray(exits.temper(jnp.asarray(probs), fitted[0])).max() == pytest.approx(0.5, abs=1e-4)
+    assert tempered["ece_calibrated"] == pytest.approx([0.0], abs=1e-4)
