@@ -130,10 +130,10 @@ def best_on_validation(chosen: list[dict[str, Any]], criterion: str = "accuracy"
 
 
 def validated_policy(workdir: str | Path, name: str, best_step: int) -> exits.ExitPolicy:
-    """The setting of policy ``name`` that ``write_report`` chose on validation (the most
-    accurate at cost <= its ``max_cost``), to serve that operating point rather than a threshold
-    read off the test curve. ``best_step`` (``restore_best_params``' meta): the checkpoint the
-    report must have been made from."""
+    """The setting of policy ``name`` that ``write_report`` chose on validation (the best by
+    ``exit.choose_by`` at cost <= its ``max_cost``, with its temperatures if calibrated), to
+    serve that operating point rather than a threshold read off the test curve. ``best_step``
+    (``restore_best_params``' meta): the checkpoint the report must have been made from."""
     path = Path(workdir) / "report_test" / "report.json"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no report to take the exit policy from; run `python "
