@@ -155,8 +155,8 @@ def temper(probs: Array, temperature: Array | float) -> Array:
     return jax.nn.softmax(jnp.log(probs) / temperature, -1)
 
 
-def fit_temperatures(probs: np.ndarray, labels: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)
-                     ) -> np.ndarray:
+def fit_temperatures(probs: np.ndarray, labels: np.ndarray,
+                     bounds: tuple[float, float] = (0.05, 20.0)) -> np.ndarray:
     """Per exit, the temperature in ``bounds`` that minimises the negative log-likelihood of
     ``labels`` under ``temper(probs [L, N, K], T)`` (temperature scaling, Guo et al. 2017), fitted
     on held-out texts. The NLL is convex in 1 / T, so a golden-section search over log T finds
@@ -171,7 +171,8 @@ def fit_temperatures(probs: np.ndarray, labels: np.ndarray, bounds: tuple[float,
         return np.mean(log_norm - np.take_along_axis(z, labels[None, :, None], -1)[..., 0], -1)
 
     golden = (math.sqrt(5) - 1) / 2
-    lo, hi = np.full(log_p.shape[0], math.log(bounds[0])), np.full(log_p.shape[0], math.log(bounds[1]))
+    lo = np.full(log_p.shape[0], math.log(bounds[0]))
+    hi = np.full(log_p.shape[0], math.log(bounds[1]))
     for _ in range(80):  # the bracket shrinks to 0.618^80 of its width
         a, b = hi - golden * (hi - lo), lo + golden * (hi - lo)
         left = nll(a) <= nll(b)

@@ -202,9 +202,10 @@ def test_serving_a_calibrated_setting(trained, tmp_path):
     fitted = table["calibration"]
     assert len(fitted["temperatures"]) == 3 and fitted["temperatures"] != [1.0] * 3
     val = fitted["validation"]
-    assert all(after <= before + 1e-9 for before, after in zip(val["nll"], val["nll_calibrated"]))
+    assert all(after <= before + 1e-6 for before, after in zip(val["nll"], val["nll_calibrated"]))
     best = table["chosen_on_validation"]["best"]
-    assert all(list(row["exit_policy"]["temperatures"]) == fitted["temperatures"] for row in best.values())
+    assert all(list(row["exit_policy"]["temperatures"]) == fitted["temperatures"]
+               for row in best.values())
     predictor = Predictor.from_workdir(workdir, from_report=True, name="cwb")
     assert list(predictor.policy.temperatures) == fitted["temperatures"]
     validation = training.load_splits(config).validation
