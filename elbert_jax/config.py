@@ -68,6 +68,7 @@ def base_config() -> ml_collections.ConfigDict:
         teacher_temperature=1.0,  # the teacher's probabilities from logits / T
         ema_decay=0.0,  # > 0: evaluate, select and save an EMA of the encoder params (Polyak)
         layer_lr_decay=1.0,  # < 1: layer-wise lr decay, lr x decay^(depth below the top group)
+        head_lr_scale=1.0,  # the exit heads' lr is lr x this (they start from random weights)
         log_every=20, checkpoint_every=0, keep_checkpoints=2, select_metric="accuracy",
         progress=True, max_steps=0,
         tensorboard=False,  # also write metrics.jsonl's numbers as TensorBoard scalars (tensorboardX)
@@ -187,6 +188,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f"train.teacher={t.teacher!r} is not a workdir written by train.py (no model.json)"),
         (0 <= t.ema_decay < 1, f"train.ema_decay={t.ema_decay} must be in [0, 1)"),
         (0 < t.layer_lr_decay <= 1, f"train.layer_lr_decay={t.layer_lr_decay} must be in (0, 1]"),
+        (t.head_lr_scale > 0, f"train.head_lr_scale={t.head_lr_scale} must be > 0"),
         (config.pretrain.epochs >= 1 and config.pretrain.batch_size >= 1,
          "pretrain.epochs and pretrain.batch_size must be >= 1"),
         (config.pretrain.lr > 0 and config.pretrain.head_lr > 0 and config.pretrain.clip_norm > 0

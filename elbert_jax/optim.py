@@ -1,5 +1,5 @@
 """The optimiser and train state: AdamW with warmup and linear decay on the encoder, ELBERT's
-exit-weight logits ``t`` on their own constant-lr Adam, and optional layer-wise lr decay and
+exit-weight logits ``t`` on their own constant-lr Adam, and optional per-module lr scales and
 parameter averaging (kept in the optimiser state, so checkpointed and resumed with it)."""
 
 from __future__ import annotations
@@ -70,13 +70,15 @@ def averaged_params(opt_state: Any, decay: float) -> Params | None:
     return jax.tree.map(lambda x: x / correction, opt_state.average.ema)
 
 
-def scale_by_layer_depth(decay: float) -> optax.GradientTransformation:
-    """Layer-wise learning-rate decay: scale encoder updates by ``decay`` per group below the top.
+def scale_by_layer_depth(decay: float, head_scale: float = 1.0) -> optax.GradientTransformation:
+    """Per-module learning rates: layer-wise decay below the top, and faster exit heads.
 
     Lower layers hold the general features pre-training paid for, so fine-tuning moves them less.
     Hidden group g of G (stacked on the leading axis) gets ``decay ** (G - 1 - g)``, the embeddings
-    ``decay ** G`` and the exit heads 1. For BERT stacks a group is a layer; ALBERT's one shared
-    group gets 1, so there only the embeddings are slowed.
+    ``decay ** G`` and the exit heads ``head_scale``. For BERT stacks a group is a layer; ALBERT's
+    one shared group gets 1, so there only the embeddings are slowed. The heads start from random
+    weights: at the encoder's 5e-5 the shallow ones of a 6-layer MiniLM stay near the majority
+    class, while a linear probe on the same frozen states reaches 0.74 (docs/results.md).
     """
     def scale(updates: Params, params: Params | None = None) -> Params:
         del params
@@ -85,12 +87,12 @@ def scale_by_layer_depth(decay: float) -> optax.GradientTransformation:
             if _top_module(path) == "encoder":
                 groups = leaf.shape[0]
                 break
-        if groups is None:
-            return updates
 
         def multiply(path, u):
             top = _top_module(path)
-            if top == "embeddings":
+            if top == "exits":
+                return u * head_scale
+            if top == "embeddings" and groups is not None:
                 return u * decay ** groups
             if top == "encoder":
                 factors = decay ** jnp.arange(groups - 1, -1, -1, dtype=u.dtype)
@@ -121,12 +123,12 @@ def scheduled_adamw(lr: float, warmup_fraction: float, weight_decay: float, tota
 
 
 def make_optimizer(t: ml_collections.ConfigDict, total_updates: int) -> optax.GradientTransformation:
-    """AdamW + warmup + linear decay + clipping (+ layer-wise lr decay) on the encoder;
+    """AdamW + warmup + linear decay + clipping (+ per-module lr scales) on the encoder;
     constant-lr Adam on ``t``; an average of the encoder params when ``t.ema_decay > 0``."""
     encoder = optax.chain(optax.clip_by_global_norm(t.clip_norm),
                           scheduled_adamw(t.lr, t.warmup_fraction, t.weight_decay, total_updates))
-    if t.layer_lr_decay < 1:
-        encoder = optax.chain(encoder, scale_by_layer_depth(t.layer_lr_decay))
+    if t.layer_lr_decay < 1 or t.head_lr_scale != 1:
+        encoder = optax.chain(encoder, scale_by_layer_depth(t.layer_lr_decay, t.head_lr_scale))
     weights = optax.adam(t.t_lr)
     if t.t_grad_quirk:
         weights = optax.chain(_running_sum(), weights)

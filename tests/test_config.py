@@ -52,7 +52,8 @@ def test_config_validation_types_and_impossible_values():
     bad = {"train.batch_size": 0, "model.scratch.hidden_size": 31, "data.max_length": 64,
            "data.bad_rows": "ignore", "train.data_parallel": "maybe", "train.log_every": 0,
            "model.classifier_dropout_prob": 1.5, "data.label_names": ["a", "a"],
-           "train.ema_decay": 1.0, "train.layer_lr_decay": 0.0, "train.label_smoothing": 1.0,
+           "train.ema_decay": 1.0, "train.layer_lr_decay": 0.0, "train.head_lr_scale": 0.0,
+           "train.label_smoothing": 1.0,
            "train.rdrop": -1.0, "train.teacher_weight": 0.0, "train.teacher_temperature": 0.0,
            "exit.choose_by": "votes"}
     with pytest.raises(ValueError) as err:
@@ -61,7 +62,8 @@ def test_config_validation_types_and_impossible_values():
                      "data.max_length=64 exceeds model.scratch.max_position_embeddings=32",
                      "data.bad_rows='ignore'", "train.data_parallel='maybe'", "train.log_every=0",
                      "dropout", "data.label_names=['a', 'a']", "train.ema_decay=1.0 must be",
-                     "train.layer_lr_decay=0.0 must be", "train.label_smoothing=1.0 must be",
+                     "train.layer_lr_decay=0.0 must be", "train.head_lr_scale=0.0 must be",
+                     "train.label_smoothing=1.0 must be",
                      "train.rdrop=-1.0 must be", "train.teacher_weight=0.0 must be",
                      "train.teacher_temperature=0.0 must be", "exit.choose_by='votes'"):
         assert expected in str(err.value)

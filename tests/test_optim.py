@@ -1,4 +1,4 @@
-"""The optimiser: parameter averaging and layer-wise learning-rate decay (optim.py)."""
+"""The optimiser: parameter averaging and per-module learning-rate scales (optim.py)."""
 
 from __future__ import annotations
 
@@ -43,30 +43,37 @@ def test_param_average_is_the_debiased_ema_of_the_updated_params(accumulate):
 
 
 @pytest.mark.parametrize("model_type", ["bert", "albert"])
-def test_layer_lr_decay_scales_each_group_below_the_top(model_type):
-    """Against the same step without decay: group g of G moves decay^(G-1-g) as far, the
-    embeddings decay^G, the exit heads and ELBERT's t as far (weight decay included)."""
+@pytest.mark.parametrize("decay,head_scale", [(0.5, 1.0), (1.0, 10.0), (0.5, 4.0)])
+def test_lr_scales_each_module(model_type, decay, head_scale):
+    """Against the same step without scales: group g of G moves decay^(G-1-g) as far, the
+    embeddings decay^G, the exit heads head_scale as far, ELBERT's t as far (weight decay
+    included)."""
     cfg = EncoderConfig(model_type=model_type, vocab_size=50, embedding_size=8, hidden_size=8,
                         num_hidden_layers=3, num_attention_heads=2, intermediate_size=16,
                         num_labels=3, head_per_layer=model_type == "bert")
     params = {"model": init_params(cfg), "t": np.zeros(2, np.float32)}
     grads = jax.tree.map(lambda x: np.random.default_rng(0).normal(size=x.shape).astype(x.dtype),
                          params)
-    updates = {}
-    for decay in (1.0, 0.5):
-        t = config_lib.load_config_file(TINY, **{"train.layer_lr_decay": decay,
-                                                 "train.warmup_fraction": 0.0}).train
+    updates = []
+    for changes in ({}, {"train.layer_lr_decay": decay, "train.head_lr_scale": head_scale}):
+        t = config_lib.load_config_file(TINY, **{"train.warmup_fraction": 0.0, **changes}).train
         tx = optim.make_optimizer(t, total_updates=10)
-        updates[decay] = tx.update(grads, tx.init(params), params)[0]
+        updates.append(tx.update(grads, tx.init(params), params)[0])
     groups = cfg.groups
     assert groups == (3 if model_type == "bert" else 1)
-    ratios = jax.tree.map(lambda a, b: np.asarray(b) / np.asarray(a), updates[1.0], updates[0.5])
+    ratios = jax.tree.map(lambda a, b: np.asarray(b) / np.asarray(a), *updates)
+    seen = set()
     for path, ratio in jax.tree_util.tree_leaves_with_path(ratios):
         name = jax.tree_util.keystr(path)
         if "embeddings" in name:
-            np.testing.assert_allclose(ratio, 0.5 ** groups, rtol=1e-5, err_msg=name)
+            np.testing.assert_allclose(ratio, decay ** groups, rtol=1e-5, err_msg=name)
         elif "encoder" in name:
             for g in range(groups):
-                np.testing.assert_allclose(ratio[g], 0.5 ** (groups - 1 - g), rtol=1e-5, err_msg=name)
+                np.testing.assert_allclose(ratio[g], decay ** (groups - 1 - g), rtol=1e-5,
+                                           err_msg=name)
+        elif "exits" in name:
+            np.testing.assert_allclose(ratio, head_scale, rtol=1e-5, err_msg=name)
         else:
             np.testing.assert_allclose(ratio, 1.0, rtol=1e-5, err_msg=name)
+        seen.add(name.split("']")[1] if "model" in name else "t")
+    assert {"['embeddings", "['encoder", "['exits", "t"} <= seen, seen

@@ -222,7 +222,7 @@ def test_run_settings_do_not_block_a_resume(tmp_path):
 @pytest.mark.parametrize("changes", [{"train.weighting": "linear", "train.grad_accum": 2,
                                       "train.label_smoothing": 0.1, "train.rdrop": 1.0},
                                      {"train.t_grad_quirk": True, "train.distill_weight": 0.5,
-                                      "train.layer_lr_decay": 0.8,
+                                      "train.layer_lr_decay": 0.8, "train.head_lr_scale": 10.0,
                                       "model.head_per_layer": True, "model.scratch.model_type": "bert"}])
 def test_variants_train(tmp_path, changes):
     result = training.train_and_evaluate(tiny(**{"train.epochs": 1, **changes}), tmp_path)
