@@ -70,7 +70,7 @@ def averaged_params(opt_state: Any, decay: float) -> Params | None:
     return jax.tree.map(lambda x: x / correction, opt_state.average.ema)
 
 
-def scale_by_layer_depth(decay: float, head_scale: float = 1.0) -> optax.GradientTransformation:
+def scale_by_module(decay: float, head_scale: float = 1.0) -> optax.GradientTransformation:
     """Per-module learning rates: layer-wise decay below the top, and faster exit heads.
 
     Lower layers hold the general features pre-training paid for, so fine-tuning moves them less.
@@ -128,7 +128,7 @@ def make_optimizer(t: ml_collections.ConfigDict, total_updates: int) -> optax.Gr
     encoder = optax.chain(optax.clip_by_global_norm(t.clip_norm),
                           scheduled_adamw(t.lr, t.warmup_fraction, t.weight_decay, total_updates))
     if t.layer_lr_decay < 1 or t.head_lr_scale != 1:
-        encoder = optax.chain(encoder, scale_by_layer_depth(t.layer_lr_decay, t.head_lr_scale))
+        encoder = optax.chain(encoder, scale_by_module(t.layer_lr_decay, t.head_lr_scale))
     weights = optax.adam(t.t_lr)
     if t.t_grad_quirk:
         weights = optax.chain(_running_sum(), weights)
