@@ -11,6 +11,7 @@ docs/results.md), not short of information; an exit near its probe needs a deepe
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ import optax
 
 from elbert_jax import checkpoints, training
 from elbert_jax import data as data_lib
-from elbert_jax.model import ElbertModel, pool
+from elbert_jax.model import ElbertModel, ExitHeads, pool
 from elbert_jax.tokenizer import load_tokenizer
 
 L2_GRID = (1e-4, 1e-3, 1e-2)
@@ -53,6 +54,28 @@ def make_feature_fn(model: ElbertModel):
         params, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]))
 
 
+@functools.partial(jax.jit, static_argnames=("num_labels", "iterations"))
+def _logistic_regression(x: jax.Array, y: jax.Array, l2: jax.Array, num_labels: int,
+                         iterations: int) -> tuple[jax.Array, jax.Array]:
+    """(weights [H, K], bias [K]) minimising the mean cross-entropy + ``l2`` ||weights||^2 by
+    L-BFGS; module-level, so every depth and L2 of a probe reuses one compilation."""
+    def loss(params):
+        w, b = params
+        return (optax.softmax_cross_entropy_with_integer_labels(x @ w + b, y).mean()
+                + l2 * (w ** 2).sum())
+    solver = optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(loss)
+
+    def step(carry, _):
+        params, state = carry
+        value, grad = value_and_grad(params, state=state)
+        updates, state = solver.update(grad, state, params, value=value, grad=grad, value_fn=loss)
+        return (optax.apply_updates(params, updates), state), None
+    params = (jnp.zeros((x.shape[1], num_labels)), jnp.zeros(num_labels))
+    (params, _), _ = jax.lax.scan(step, (params, solver.init(params)), None, iterations)
+    return params
+
+
 def fit_probe(features: np.ndarray, labels: np.ndarray, val_features: np.ndarray,
               val_labels: np.ndarray, num_labels: int, l2_grid: Sequence[float] = L2_GRID,
               iterations: int = 300) -> Probe:
@@ -60,30 +83,10 @@ def fit_probe(features: np.ndarray, labels: np.ndarray, val_features: np.ndarray
     penalty is the one of ``l2_grid`` most accurate on the validation features (ties: the
     first)."""
     mean, scale = features.mean(0), features.std(0) + 1e-6
-    x = jnp.asarray((features - mean) / scale)
-    y = jnp.asarray(labels)
-
-    @jax.jit
-    def solve(l2):
-        def loss(params):
-            w, b = params
-            logits = x @ w + b
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean() + l2 * (w ** 2).sum()
-        solver = optax.lbfgs()
-        value_and_grad = optax.value_and_grad_from_state(loss)
-
-        def step(carry, _):
-            params, state = carry
-            value, grad = value_and_grad(params, state=state)
-            updates, state = solver.update(grad, state, params, value=value, grad=grad, value_fn=loss)
-            return (optax.apply_updates(params, updates), state), None
-        params = (jnp.zeros((x.shape[1], num_labels)), jnp.zeros(num_labels))
-        (params, _), _ = jax.lax.scan(step, (params, solver.init(params)), None, iterations)
-        return params
-
+    x, y = jnp.asarray((features - mean) / scale), jnp.asarray(labels)
     best = None
     for l2 in l2_grid:
-        w, b = solve(jnp.float32(l2))
+        w, b = _logistic_regression(x, y, jnp.float32(l2), num_labels, iterations)
         probe = Probe(np.asarray(w), np.asarray(b), mean, scale, float(l2))
         accuracy = float((probe.predict(val_features) == val_labels).mean())
         if best is None or accuracy > best[0]:
@@ -100,16 +103,18 @@ def probe_workdir(workdir: str | Path, checkpoint: str = "best", batch_size: int
     model, params, meta = checkpoints.restore_params(workdir, checkpoint)
     splits = training.load_splits(config)
     tokenizer = load_tokenizer(workdir / "tokenizer")
-    feature_fn, prob_fn = make_feature_fn(model), training.make_prob_fn(model)
+    feature_fn = make_feature_fn(model)
+    heads_fn = jax.jit(lambda pooled: ExitHeads(model.config).apply({"params": params["exits"]},
+                                                                    pooled))
     features, labels, heads = {}, {}, {}
     for name in ("train", "validation", "test"):
         encoded = data_lib.encode(tokenizer, getattr(splits, name), meta["max_length"])
         features[name] = training.exit_probabilities(feature_fn, params, encoded, batch_size,
                                                      meta["buckets"])
         labels[name] = encoded.labels
-        if name != "train":
-            probs = training.exit_probabilities(prob_fn, params, encoded, batch_size, meta["buckets"])
-            heads[name] = (probs.argmax(-1) == encoded.labels).mean(1)
+        if name != "train":  # the exit heads on the very states the probes read
+            logits = np.asarray(heads_fn(features[name][1:]))
+            heads[name] = (logits.argmax(-1) == encoded.labels).mean(1)
     rows = []
     for depth in range(features["train"].shape[0]):
         probe = fit_probe(features["train"][depth], labels["train"], features["validation"][depth],

@@ -231,15 +231,16 @@ def write_report(config: ml_collections.ConfigDict, workdir: str | Path,
     splits = training.load_splits(config)
     tokenizer = load_tokenizer(workdir / "tokenizer")
     encoded = data_lib.encode(tokenizer, getattr(splits, split), meta["max_length"])
-    probs = training.exit_probabilities(training.make_prob_fn(model), params, encoded,
-                                        config.train.eval_batch_size, meta["buckets"])
+    prob_fn = training.make_prob_fn(model)  # one jitted function: each bucket compiles once
+    probs = training.exit_probabilities(prob_fn, params, encoded, config.train.eval_batch_size,
+                                        meta["buckets"])
     policy = config_lib.exit_policy(config)
     if split == "validation":
         val, val_probs = encoded, probs
     elif split == "test" or config.exit.calibrate:
         val = data_lib.encode(tokenizer, splits.validation, meta["max_length"])
-        val_probs = training.exit_probabilities(training.make_prob_fn(model), params, val,
-                                                config.train.eval_batch_size, meta["buckets"])
+        val_probs = training.exit_probabilities(prob_fn, params, val, config.train.eval_batch_size,
+                                                meta["buckets"])
     calibrated = None
     if config.exit.calibrate:  # fitted on validation, used by every policy below
         temperatures = exits.fit_temperatures(val_probs, val.labels)
