@@ -104,8 +104,8 @@ def probe_workdir(workdir: str | Path, checkpoint: str = "best", batch_size: int
     splits = training.load_splits(config)
     tokenizer = load_tokenizer(workdir / "tokenizer")
     feature_fn = make_feature_fn(model)
-    heads_fn = jax.jit(lambda pooled: ExitHeads(model.config).apply({"params": params["exits"]},
-                                                                    pooled))
+    heads_fn = jax.jit(lambda heads, pooled: ExitHeads(model.config).apply({"params": heads},
+                                                                           pooled))
     features, labels, heads = {}, {}, {}
     for name in ("train", "validation", "test"):
         encoded = data_lib.encode(tokenizer, getattr(splits, name), meta["max_length"])
@@ -113,7 +113,7 @@ def probe_workdir(workdir: str | Path, checkpoint: str = "best", batch_size: int
                                                      meta["buckets"])
         labels[name] = encoded.labels
         if name != "train":  # the exit heads on the very states the probes read
-            logits = np.asarray(heads_fn(features[name][1:]))
+            logits = np.asarray(heads_fn(params["exits"], features[name][1:]))
             heads[name] = (logits.argmax(-1) == encoded.labels).mean(1)
     rows = []
     for depth in range(features["train"].shape[0]):
