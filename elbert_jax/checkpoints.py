@@ -109,6 +109,7 @@ def split_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
     del d["group_by_length"]  # the training batch order, not the data
     del d["agreement_targets"]  # training targets; the splits and their labels are the same
     del d["train_from"]  # more training texts; validation and test are the same
+    del d["train_on_validation"]  # likewise: the splits are the same, training also reads one
     return d
 
 

@@ -54,6 +54,9 @@ def base_config() -> ml_collections.ConfigDict:
         # PhraseBank: a larger subset (e.g. 50Agree for subset AllAgree) whose texts outside
         # `subset` join the training split; validation and test stay `subset`'s
         train_from="",
+        # True: the validation texts join training (a refit once settings are chosen); they then
+        # measure nothing, so train.select_metric must be "last" and reports flag their choices
+        train_on_validation=False,
         bad_rows="error",  # "skip": drop unreadable rows (counted and reported) instead of stopping
     ))
     c.train = ml_collections.ConfigDict(dict(
@@ -152,6 +155,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                               < data_lib.PHRASEBANK_SUBSETS.index(d.subset)),
          f"data.train_from={d.train_from!r} must be a PhraseBank subset larger than data.subset="
          f"{d.subset!r} (one of {data_lib.PHRASEBANK_SUBSETS[:-1]}, with data.source='phrasebank')"),
+        (not d.train_on_validation or t.select_metric == "last",
+         "data.train_on_validation=True trains on the validation texts, so train.select_metric "
+         f"must be 'last' (not {t.select_metric!r}): an epoch chosen on trained texts is a leak"),
         (d.source != "files" or bool(d.train_file), "data.source='files' needs data.train_file"),
         (d.source != "hub" or bool(d.hub_name), "data.source='hub' needs data.hub_name"),
         (t.epochs >= 1, f"train.epochs={t.epochs} must be >= 1"),

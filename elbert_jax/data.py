@@ -117,6 +117,19 @@ class TextSet:
                        None if self.pairs is None else [self.pairs[i] for i in index],
                        pick(self.targets), pick(self.agreement))
 
+    def concat(self, other: "TextSet") -> "TextSet":
+        """These examples then ``other``'s. Pairs and soft targets must be on both sides or on
+        neither; agreement levels (only for breaking reports down) are kept only if both have them."""
+        def join(a, b, name):
+            if (a is None) != (b is None):
+                raise ValueError(f"cannot join text sets where only one has {name}")
+            return None if a is None else (a + b if isinstance(a, list) else np.concatenate([a, b]))
+        return TextSet(self.texts + other.texts, np.concatenate([self.labels, other.labels]),
+                       join(self.pairs, other.pairs, "sentence pairs"),
+                       join(self.targets, other.targets, "soft targets"),
+                       None if self.agreement is None or other.agreement is None
+                       else np.concatenate([self.agreement, other.agreement]))
+
 
 @dataclasses.dataclass
 class Splits:

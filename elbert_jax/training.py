@@ -95,6 +95,9 @@ def load_splits(config: ml_collections.ConfigDict) -> data_lib.Splits:
         train, validation, test = full.subset(tr), full.subset(va), full.subset(te)
         if "test" in given:  # a given test set: the held-out part of train becomes validation
             train, validation, test = full.subset(np.concatenate([tr, te])), full.subset(va), given["test"]
+    if d.train_on_validation:  # a refit: the settings were chosen, the epoch is the last
+        train = train.concat(validation)
+        stats["train_on_validation"] = len(validation)
     if d.train_from:
         train, stats["train_from"] = _train_from(d, path, full, train)
     stats.update(train=len(train), validation=len(validation), test=len(test))
@@ -117,12 +120,7 @@ def _train_from(d: ml_collections.ConfigDict, path: str | Path, subset: data_lib
     extra = larger.subset([i for i, t in enumerate(larger.texts) if t not in held])
     data_lib.add_agreement(extra, path, d.agreement_targets, unread)
     unread.check()
-    joined = data_lib.TextSet(
-        train.texts + extra.texts, np.concatenate([train.labels, extra.labels]), None,
-        None if train.targets is None else np.concatenate([train.targets, extra.targets]),
-        None if train.agreement is None or extra.agreement is None
-        else np.concatenate([train.agreement, extra.agreement]))
-    return joined, {"subset": d.train_from, "added": len(extra), "rows_read": len(larger)}
+    return train.concat(extra), {"subset": d.train_from, "added": len(extra), "rows_read": len(larger)}
 
 
 def build_model(config: ml_collections.ConfigDict, splits: data_lib.Splits, workdir: Path

@@ -361,6 +361,7 @@ def test_agreement_targets_train_on_the_annotators_agreement(tmp_path):
     nested = tmp_path / "nested" / "run"  # its report breaks test accuracy down by agreement
     reported = report.write_report(checkpoints.saved_config(nested), nested, max_cost=1.0)
     rows, n = reported["by_agreement"], reported["texts"]
+    assert reported["validation_trained_on"] is False
     assert [r["highest_subset"] for r in rows] == list(training.data_lib.PHRASEBANK_SUBSETS)
     assert sum(r["texts"] for r in rows) == n and all(r["texts"] for r in rows)
     right = lambda key, name=None: round(sum(  # noqa: E731 - texts right, summed over levels
@@ -406,6 +407,24 @@ def test_train_from_adds_the_larger_subsets_other_texts_to_training_only(tmp_pat
     for bad in ({"data.train_from": "AllAgree"}, {"data.train_from": "75Agree"}):
         with pytest.raises(ValueError, match="must be a PhraseBank subset larger"):
             config_lib.validate_config(tiny(**overrides, **bad))
+
+
+def test_train_on_validation_refits_on_both_and_refuses_choosing_an_epoch_on_them(tmp_path):
+    plain = training.load_splits(tiny())
+    refit = training.load_splits(tiny(**{"data.train_on_validation": True,
+                                         "train.select_metric": "last"}))
+    assert refit.train.texts == plain.train.texts + plain.validation.texts
+    assert refit.train.labels.tolist() == plain.train.labels.tolist() + plain.validation.labels.tolist()
+    assert refit.validation.texts == plain.validation.texts and refit.test.texts == plain.test.texts
+    assert refit.stats["train_on_validation"] == len(plain.validation)
+    for metric in ("accuracy", "macro_f1", "policy_accuracy"):
+        with pytest.raises(ValueError, match="select_metric must be 'last'"):
+            config_lib.validate_config(tiny(**{"data.train_on_validation": True,
+                                               "train.select_metric": metric}))
+    one = training.data_lib.TextSet(["a"], np.array([0]), ["x"])
+    with pytest.raises(ValueError, match="only one has sentence pairs"):
+        one.concat(training.data_lib.TextSet(["b"], np.array([1])))
+    assert one.concat(one).pairs == ["x", "x"]
 
 
 def test_split_seed_fixes_the_split_apart_from_the_run_seed():
