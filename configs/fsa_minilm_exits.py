@@ -34,6 +34,7 @@ def get_config():
     config.train.label_smoothing = 0.1
     config.exit.window = 4
     config.train.select_metric = "accuracy"  # kept on validation: the last epoch lost on splits 3-5
+    config.data.train_on_validation = False  # so validation can choose the epoch and the exit setting
     config.exit.calibrate = True  # --mode report: one temperature per exit, fitted on validation
     # (a pre-registered rule on splits 3-5, 2026-12-06: CWB 2,409 against 2,405 test texts)
     config.train.head_lr_scale = 10.0  # the exit heads at 10x the encoder's lr (a pre-registered
