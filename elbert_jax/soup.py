@@ -82,6 +82,9 @@ def make_soup(workdirs: Sequence[str | Path], out: str | Path,
         if checkpoints.split_identity(checkpoints.saved_config(workdir)) != split:
             raise ValueError(f"{workdir}: another data split than {first} (config.json's data "
                              "section or seed); set data.split_seed to train runs on one split")
+        if greedy and checkpoints.saved_config(workdir).data.train_on_validation:
+            raise ValueError(f"{workdir} trained on its validation texts "
+                             "(data.train_on_validation), which a greedy soup chooses on")
         if not _same_tokenizer(first / "tokenizer", workdir / "tokenizer"):
             raise ValueError(f"{workdir}/tokenizer differs from {first}/tokenizer")
         trees.append(params_w)

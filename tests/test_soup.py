@@ -114,3 +114,10 @@ def test_greedy_soup_is_never_below_its_best_run_on_validation(trained, second_r
     assert written["ingredients"][0]["validation_accuracy"] == best_run
     assert written["validation"]["accuracy"] >= best_run
     assert summary_lib.run_summary(out)["best_validation"] == written["validation"]["accuracy"]
+    refit = tmp_path / "refit"  # a run that trained on its validation texts: no greedy choice
+    shutil.copytree(first, refit)
+    config = json.loads((refit / "config.json").read_text())
+    config["data"]["train_on_validation"] = True
+    (refit / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="refit trained on its validation texts"):
+        soup_lib.make_soup([first, refit], tmp_path / "greedy2", greedy=True)
