@@ -15,7 +15,10 @@ afresh every epoch as RoBERTa does); the held-out masked-LM loss is measured on 
 texts with one fixed masking. ``WORKDIR/encoder`` is a transformers folder (the encoder, the
 checkpoint's pooler, the masked-LM head under ``*ForMaskedLM`` names, no classifier, the tokenizer)
 with ``pretraining.json``, which lists a digest of every text it was trained on: fine-tuning from
-it refuses a split whose validation or test texts are among them.
+it refuses a split whose validation or test texts are among them. A refit's config
+(``data.train_on_validation``) trains on its validation texts, so its pretraining reads them too
+(its held-out loss is then on trained texts): fine-tune a refit from that encoder, not a run that
+validates on them.
 """
 
 from __future__ import annotations
@@ -276,6 +279,9 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path,
         extra = data_lib.TextSet(texts, np.zeros(len(texts), np.int32))
         train = _stack([train, data_lib.encode(tokenizer, extra, d.max_length)])
         trained_on += [text_digest(t) for t in texts]
+    if d.train_on_validation:
+        log.warning("data.train_on_validation: the validation texts are pretrained on, so the "
+                    "held-out masked-LM loss below is on trained texts")
     validation = data_lib.encode(tokenizer, splits.validation, d.max_length)
     held_out = [masking.masked(b, np.random.default_rng([config.seed, 1 << 20, i]))
                 for i, b in enumerate(data_lib.eval_batches(validation, p.batch_size, buckets))]

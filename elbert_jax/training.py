@@ -293,8 +293,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     if config.model.name_or_path:
         from elbert_jax.pretrain import check_held_out
 
-        check_held_out(config.model.name_or_path, (("validation", splits.validation),
-                                                   ("test", splits.test)))
+        held_out = [("test", splits.test)]
+        if not config.data.train_on_validation:  # a refit trains on its validation texts anyway
+            held_out.insert(0, ("validation", splits.validation))
+        check_held_out(config.model.name_or_path, held_out)
     model, params, tokenizer = build_model(config, splits, workdir)
     m = model.config
     if config.train.rdrop and not (m.hidden_dropout_prob or m.attention_probs_dropout_prob

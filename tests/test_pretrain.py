@@ -163,6 +163,27 @@ def test_fine_tuning_from_the_pretrained_encoder(pretrained, tmp_path):
     assert not (tmp_path / "leak" / "model.json").exists()
 
 
+def test_a_refit_fine_tunes_from_an_encoder_pretrained_on_its_training_texts(pretrained, tmp_path):
+    """A refit's training texts include its validation texts, so its pretraining reads them too:
+    the refit may fine-tune from that encoder, a run that validates on those texts may not."""
+    _, config, _ = pretrained
+    refit = {"model.name_or_path": config.model.name_or_path, "data.train_on_validation": True,
+             "train.select_metric": "last"}
+    tapt = config_lib.load_config_file(CONFIGS / "tiny.py", **refit, **{"pretrain.epochs": 1})
+    pretrain.pretrain(tapt, tmp_path / "tapt")
+    splits = training.load_splits(tapt)
+    record = set(json.loads((tmp_path / "tapt" / "encoder" / pretrain.RECORD).read_text())["text_digests"])
+    assert set(pretrain.digests(splits.validation)) <= record
+    assert not record & set(pretrain.digests(splits.test))
+    encoder = {"model.name_or_path": str(tmp_path / "tapt" / "encoder"), "train.epochs": 1}
+    ft = config_lib.load_config_file(CONFIGS / "tiny.py", **{**refit, **encoder})
+    assert 0 <= training.train_and_evaluate(ft, tmp_path / "ft")["test"]["accuracy"] <= 1
+    kept = config_lib.load_config_file(CONFIGS / "tiny.py", **encoder)
+    with pytest.raises(ValueError, match=f"pretrained on {len(splits.validation)} of this run's "
+                                         f"{len(splits.validation)} validation texts"):
+        training.train_and_evaluate(kept, tmp_path / "kept")
+
+
 def test_a_corpus_is_read_whole_and_held_out_texts_never_trained_on(tmp_path):
     held_out = {pretrain.text_digest("Sales fell 5 %."), pretrain.text_digest("Profit rose.")}
     corpus = tmp_path / "news.txt"
