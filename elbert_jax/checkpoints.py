@@ -101,6 +101,15 @@ def saved_config(workdir: str | Path) -> ml_collections.ConfigDict:
     return config
 
 
+def validation_trained_on(workdir: str | Path) -> bool:
+    """Whether the workdir's params were trained on its validation texts (a refit, or a soup with
+    a refit among its runs), which makes any score or choice on them optimistic."""
+    workdir = Path(workdir)
+    if (workdir / "soup.json").is_file():
+        return bool(json.loads((workdir / "soup.json").read_text()).get("validation_trained_on"))
+    return (workdir / "config.json").is_file() and bool(saved_config(workdir).data.train_on_validation)
+
+
 def split_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """What decides a run's texts and split: the data section with the split's seed resolved.
     Runs with equal identities were trained and scored on the same texts."""

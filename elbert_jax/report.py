@@ -277,7 +277,8 @@ def write_report(config: ml_collections.ConfigDict, workdir: str | Path,
                                             minlength=probs.shape[0] + 1)[1:].tolist(),
               "chosen_on_validation": selected, "by_agreement": agreement,
               # the choices above were made on texts the model trained on: optimistic
-              "validation_trained_on": bool(config.data.train_on_validation),
+              "validation_trained_on": bool(config.data.train_on_validation
+                                            or checkpoints.validation_trained_on(workdir)),
               "calibration": calibrated,
               "sweep": rows, "images": [str(p) for p in images]}
     (folder / "report.json").write_text(json.dumps(report, indent=1) + "\n")

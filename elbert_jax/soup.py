@@ -71,18 +71,21 @@ def make_soup(workdirs: Sequence[str | Path], out: str | Path,
     first = workdirs[0]
     loaded = [checkpoints.restore_params(w, checkpoint) for w in workdirs]
     model, _, meta = loaded[0]
-    config = checkpoints.saved_config(first)
+    configs = [checkpoints.saved_config(w) for w in workdirs]
+    config = configs[0]
     split = checkpoints.split_identity(config)
+    # any ingredient trained on the validation texts makes the soup's validation score optimistic
+    trained_on = any(c.data.train_on_validation for c in configs)
     ingredients, trees = [], []
-    for workdir, (_, params_w, meta_w) in zip(workdirs, loaded):
+    for workdir, config_w, (_, params_w, meta_w) in zip(workdirs, configs, loaded):
         for key in ("encoder", "label_names", "max_length", "buckets"):
             if _shape_of(key, meta_w[key]) != _shape_of(key, meta[key]):
                 raise ValueError(f"{workdir}: model.json's {key} differs from {first}'s; a soup "
                                  "averages runs of one architecture, label set and input length")
-        if checkpoints.split_identity(checkpoints.saved_config(workdir)) != split:
+        if checkpoints.split_identity(config_w) != split:
             raise ValueError(f"{workdir}: another data split than {first} (config.json's data "
                              "section or seed); set data.split_seed to train runs on one split")
-        if greedy and checkpoints.saved_config(workdir).data.train_on_validation:
+        if greedy and config_w.data.train_on_validation:
             raise ValueError(f"{workdir} trained on its validation texts "
                              "(data.train_on_validation), which a greedy soup chooses on")
         if not _same_tokenizer(first / "tokenizer", workdir / "tokenizer"):
@@ -126,7 +129,8 @@ def make_soup(workdirs: Sequence[str | Path], out: str | Path,
                             **metrics["validation"]}) + "\n")
         f.write(json.dumps({"step": 0, "split": "test", **metrics["test"]}) + "\n")
     extra = {"greedy": True, "rejected": rejected} if greedy else {}
-    checkpoints.write_json(out / "soup.json", {"ingredients": ingredients, **extra, **metrics})
+    checkpoints.write_json(out / "soup.json", {"ingredients": ingredients, **extra, **metrics,
+                                               "validation_trained_on": trained_on})
     return metrics
 
 

@@ -29,7 +29,8 @@ def run_summary(workdir: str | Path, max_cost: float | None = None) -> dict[str,
     out = {"workdir": str(workdir), "validation_texts": sizes["validation"],
            "test_texts": sizes["test"], "validation_by_epoch": [r["accuracy"] for r in validation],
            "best_epoch": best["epoch"], "best_validation": best["accuracy"],
-           "best_validation_right": round(best["accuracy"] * sizes["validation"])}
+           "best_validation_right": round(best["accuracy"] * sizes["validation"]),
+           "validation_trained_on": checkpoints.validation_trained_on(workdir)}
     if test is not None:
         out.update(test_accuracy=test["accuracy"], test_right=round(test["accuracy"] * sizes["test"]),
                    test_macro_f1=test["macro_f1"], per_exit_test=test["per_exit_accuracy"])
@@ -55,13 +56,17 @@ def markdown(runs: Sequence[dict[str, Any]]) -> str:
              "|---|---|---|---|---|---|"]
     for r in runs:
         lines.append(f"| {r['workdir']} | {' '.join(f'{a:.3f}' for a in r['validation_by_epoch'])} "
-                     f"| {r['best_validation']:.4f} ({r['best_epoch']}) "
+                     f"| {r['best_validation']:.4f} ({r['best_epoch']}"
+                     f"{', trained on' if r['validation_trained_on'] else ''}) "
                      f"| {r.get('test_accuracy', float('nan')):.4f} "
                      f"| {r.get('test_macro_f1', float('nan')):.4f} "
                      f"| {' '.join(f'{a:.3f}' for a in r.get('per_exit_test', []))} |")
     val_right = sum(r["best_validation_right"] for r in runs)
     val_n = sum(r["validation_texts"] for r in runs)
-    lines.append(f"| **{len(runs)} runs** | | {val_right} of {val_n} ({val_right / val_n:.4f}) "
+    refits = sum(r["validation_trained_on"] for r in runs)
+    kept = (f"{val_right} of {val_n} ({val_right / val_n:.4f})" if not refits else
+            f"- ({refits} of {len(runs)} trained on their validation texts)")
+    lines.append(f"| **{len(runs)} runs** | | {kept} "
                  + (f"| {sum(r['test_right'] for r in runs)} of {sum(r['test_texts'] for r in runs)} "
                     f"({sum(r['test_accuracy'] for r in runs) / len(runs):.4f}) | | |"
                     if all("test_accuracy" in r for r in runs) else "| | | |"))

@@ -52,7 +52,9 @@ def test_soup_is_the_mean_and_serves_like_a_run(trained, second_run, tmp_path):
     params = [checkpoints.restore_best_params(w)[1] for w in (first, second_run, out)]
     jax.tree.map(lambda a, b, s: np.testing.assert_allclose(s, (np.asarray(a) + np.asarray(b)) / 2,
                                                             rtol=1e-6, atol=1e-7), *params)
-    assert json.loads((out / "soup.json").read_text())["ingredients"][1]["workdir"] == str(second_run)
+    written = json.loads((out / "soup.json").read_text())
+    assert written["ingredients"][1]["workdir"] == str(second_run)
+    assert written["validation_trained_on"] is False
     run = summary_lib.run_summary(out)
     assert run["best_validation"] == metrics["validation"]["accuracy"]
     assert run["test_accuracy"] == metrics["test"]["accuracy"]
@@ -121,3 +123,5 @@ def test_greedy_soup_is_never_below_its_best_run_on_validation(trained, second_r
     (refit / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="refit trained on its validation texts"):
         soup_lib.make_soup([first, refit], tmp_path / "greedy2", greedy=True)
+    soup_lib.make_soup([first, refit], tmp_path / "uniform")  # a uniform soup chooses nothing
+    assert json.loads((tmp_path / "uniform" / "soup.json").read_text())["validation_trained_on"]

@@ -39,6 +39,13 @@ def test_totals_count_texts_at_the_epoch_training_kept(tmp_path, capsys):
     assert "Early exit" not in table  # no report in these workdirs
     summary.main([str(a), str(b), "--json"])
     assert [json.loads(line)["test_right"] for line in capsys.readouterr().out.splitlines()] == [15, 17]
+    # a refit's "validation" texts were trained on: marked, and left out of the totals
+    (b / "config.json").write_text(json.dumps({"data": {"train_on_validation": True}}))
+    runs[1] = summary.run_summary(b)
+    assert runs[1]["validation_trained_on"] and not runs[0]["validation_trained_on"]
+    table = summary.markdown(runs)
+    assert "0.9000 (1, trained on)" in table and "17 of 20" not in table
+    assert "- (1 of 2 trained on their validation texts)" in table and "32 of 40 (0.8000)" in table
 
 
 def test_bad_workdirs_are_named(tmp_path, capsys):
