@@ -204,6 +204,14 @@ RESUMABLE_CHANGES = ("dtype", "attention", "fuse_qkv", "hidden_dropout_prob",
                       "attention_probs_dropout_prob", "classifier_dropout_prob")
 
 
+def other_texts(workdir: Path, data_digest: dict[str, str]) -> list[str]:
+    """The splits among ``data_digest``'s whose texts differ from those the workdir's run read
+    (``model.json``; none for a workdir written before digests)."""
+    meta_path = Path(workdir) / "model.json"
+    saved = json.loads(meta_path.read_text()).get("data_digest") if meta_path.is_file() else None
+    return [name for name in data_digest if saved and saved.get(name) != data_digest[name]]
+
+
 def check_resumable(workdir: Path, encoder: dict, label_names: list[str],
                      data_digest: dict[str, str] | None = None) -> None:
     """A workdir with checkpoints resumes only the same architecture, labels and texts; say what
@@ -213,13 +221,10 @@ def check_resumable(workdir: Path, encoder: dict, label_names: list[str],
     if not meta_path.exists() or not any((workdir / "checkpoints").glob("[0-9]*")):
         return
     meta = json.loads(meta_path.read_text())
-    saved = meta.get("data_digest")
-    if saved and data_digest:
-        other = [name for name in data_digest if saved.get(name) != data_digest[name]]
-        if other:
-            raise ValueError(f"{workdir} holds checkpoints trained on other texts (the "
-                             f"{', '.join(other)} split(s) differ: another split seed, subset or "
-                             "data file?); use a new --workdir, or restore the config that made it")
+    if other := other_texts(workdir, data_digest or {}):
+        raise ValueError(f"{workdir} holds checkpoints trained on other texts (the "
+                         f"{', '.join(other)} split(s) differ: another split seed, subset or "
+                         "data file?); use a new --workdir, or restore the config that made it")
     old = dict(meta["encoder"], label_names=meta["label_names"])
     new = json.loads(json.dumps(dict(encoder, label_names=label_names)))
     changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(new)

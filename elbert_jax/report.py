@@ -229,6 +229,13 @@ def write_report(config: ml_collections.ConfigDict, workdir: str | Path,
     workdir = Path(workdir)
     model, params, meta = checkpoints.restore_params(workdir, checkpoint)
     splits = training.load_splits(config)
+    # another split's test texts may be the run's training texts: a silently optimistic report
+    if other := checkpoints.other_texts(workdir, {s: getattr(splits, s).digest()
+                                                  for s in ("validation", "test")}):
+        raise ValueError(f"{workdir} was trained on another split than this config reads (its "
+                         f"{' and '.join(other)} texts differ); pass the run's seed and data "
+                         f"settings, as in {workdir / 'config.json'} (e.g. --config.seed, "
+                         "--config.data.split_seed)")
     tokenizer = load_tokenizer(workdir / "tokenizer")
     encoded = data_lib.encode(tokenizer, getattr(splits, split), meta["max_length"])
     prob_fn = training.make_prob_fn(model)  # one jitted function: each bucket compiles once

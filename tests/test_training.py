@@ -242,6 +242,9 @@ def test_report_and_export(trained, tmp_path):
     from elbert_jax import report
 
     workdir, _ = trained
+    with pytest.raises(ValueError, match=r"trained on another split than this config reads \(its "
+                                         r"validation and test texts differ\)"):
+        report.write_report(tiny(**{"data.split_seed": 5}), workdir)
     summary = report.write_report(tiny(), workdir, max_cost=1.0)
     table = json.loads(Path(summary["report"]).read_text())
     assert {r["policy"] for r in table["sweep"]} == set(report.SWEPT)
