@@ -105,8 +105,9 @@ def validation_trained_on(workdir: str | Path) -> bool:
     """Whether the workdir's params were trained on its validation texts (a refit, or a soup with
     a refit among its runs), which makes any score or choice on them optimistic."""
     workdir = Path(workdir)
-    if (workdir / "soup.json").is_file():
-        return bool(json.loads((workdir / "soup.json").read_text()).get("validation_trained_on"))
+    soup = workdir / "soup.json"  # a soup's config.json is its first run's; older soups lack the key
+    if soup.is_file() and "validation_trained_on" in (record := json.loads(soup.read_text())):
+        return bool(record["validation_trained_on"])
     return (workdir / "config.json").is_file() and bool(saved_config(workdir).data.train_on_validation)
 
 

@@ -227,7 +227,6 @@ def write_report(config: ml_collections.ConfigDict, workdir: str | Path,
     and the chosen settings carry it."""
     config_lib.validate_config(config)
     workdir = Path(workdir)
-    model, params, meta = checkpoints.restore_params(workdir, checkpoint)
     splits = training.load_splits(config)
     # another split's test texts may be the run's training texts: a silently optimistic report
     if other := checkpoints.other_texts(workdir, {s: getattr(splits, s).digest()
@@ -236,6 +235,7 @@ def write_report(config: ml_collections.ConfigDict, workdir: str | Path,
                          f"{' and '.join(other)} texts differ); pass the run's seed and data "
                          f"settings, as in {workdir / 'config.json'} (e.g. --config.seed, "
                          "--config.data.split_seed)")
+    model, params, meta = checkpoints.restore_params(workdir, checkpoint)
     tokenizer = load_tokenizer(workdir / "tokenizer")
     encoded = data_lib.encode(tokenizer, getattr(splits, split), meta["max_length"])
     prob_fn = training.make_prob_fn(model)  # one jitted function: each bucket compiles once
@@ -284,8 +284,7 @@ def write_report(config: ml_collections.ConfigDict, workdir: str | Path,
                                             minlength=probs.shape[0] + 1)[1:].tolist(),
               "chosen_on_validation": selected, "by_agreement": agreement,
               # the choices above were made on texts the model trained on: optimistic
-              "validation_trained_on": bool(config.data.train_on_validation
-                                            or checkpoints.validation_trained_on(workdir)),
+              "validation_trained_on": checkpoints.validation_trained_on(workdir),
               "calibration": calibrated,
               "sweep": rows, "images": [str(p) for p in images]}
     (folder / "report.json").write_text(json.dumps(report, indent=1) + "\n")
