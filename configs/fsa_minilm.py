@@ -20,9 +20,9 @@
 # this command with --config.seed=N, N+10, N+20 and --config.data.split_seed=N, then python -m
 # elbert_jax.soup --out runs/soup_sN RUN RUN RUN. Of refit runs (as here) since 2026-12-07, by a
 # pre-registered rule on splits 3-5 (docs/results.md: 2,443 against one refit run's 2,432 test
-# texts, 0.841); seeds 0-2 not measured yet. Before, of runs on the training texts alone
-# (--config.data.train_on_validation=False), chosen on validation (997 against 994): test 0.851 /
-# 0.847 / 0.815, mean 0.838 (2,433 of 2,904), the highest measured on seeds 0-2 so far.
+# texts); seeds 0/1/2: 0.845 / 0.851 / 0.824, mean 0.840 (2,440 of 2,904), the highest measured
+# on seeds 0-2 (a soup of runs on the training texts alone, --config.data.train_on_validation=
+# False, chosen on validation before: 0.838).
 # Task-adaptive pretraining first (--mode pretrain) lost on 50Agree (982 against 994 validation
 # texts, test 0.827) and on AllAgree's splits 3-5: not recommended.
 from pathlib import Path
