@@ -24,7 +24,8 @@
 #                                # with and without the tokeniser overlapped (demo model, MiniLM)
 # or several stages in one call: LIMIT=300 bash bench/h100.sh engines train
 # Run from the repository root on the GPU machine. Inputs come from .gpu/ (copies of ../shared:
-# phrasebank/, albert-tokenizer/, minilm/) and .whl/ (ml_collections, absent from the image);
+# phrasebank/, albert-tokenizer/, minilm/) and .whl/ (ml_collections, absent from the image),
+# both made here by bash bench/prepare_gpu.sh and carried to the GPU machine;
 # logs and JSON go to ${OUT:-bench/results}.
 set -u
 OUT=${OUT:-bench/results}
