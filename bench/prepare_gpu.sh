@@ -5,8 +5,8 @@
 #   .whl/  the ml_collections wheel (configs/*.py import it; its own dependencies are in the image)
 # Then: the device tool's run with carry [".gpu", ".whl"] and the command
 #   LIMIT=200 bash bench/h100.sh engines pipeline
-# (the stages engines, probe, attention, bert and profile need neither folder; train, minilm,
-# serving and pipeline need them). Run from the repository root: bash bench/prepare_gpu.sh
+# (.gpu/ is read by the train and minilm stages, .whl/ by every stage that trains: train, minilm,
+# serving and pipeline; the synthetic-model stages need neither). Run from the repository root.
 set -euo pipefail
 SHARED=${SHARED:-../shared}
 [ -d "$SHARED/models/all-MiniLM-L6-v2" ] || { echo "prepare_gpu: no $SHARED/models" >&2; exit 1; }
