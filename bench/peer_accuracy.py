@@ -8,7 +8,8 @@ COMMAND (smoke run): add --max_steps 4
 The reference table in ../shared/docs/benchmarks.md fine-tuned the same checkpoint with its own
 data code, so its seed-N split need not be ours. Here the split, the tokenised batches and their
 order come from the library (``load_splits``, ``train_batches`` of the config and seed), and the
-recipe is the config's (lr, weight decay, warmup, clipping, epochs, batch size, max_length):
+recipe is the config's (lr, weight decay, warmup, clipping, epochs, batch size, max_length; not
+its R-Drop, ``train.rdrop``: the peer is plain fine-tuning):
 transformers' ``AutoModelForSequenceClassification`` from the same checkpoint, one exit, fp32,
 the best epoch chosen on validation accuracy as our trainer chooses it by default. It prints
 the test accuracy and macro-F1 of that epoch and of the last one (what ``train.select_metric=last``

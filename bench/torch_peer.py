@@ -3,7 +3,10 @@ schedule, one exit. Shared by bench/train_epoch.py (speed) and bench/peer_accura
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:  # imported lazily below: torch is a dev-only dependency
+    import torch
 
 
 def make_step(hf, t, total_steps: int, bf16: bool) -> Callable[[dict], "torch.Tensor"]:

@@ -39,4 +39,5 @@ def get_config():
     # (a pre-registered rule on splits 3-5, 2026-12-06: CWB 2,409 against 2,405 test texts)
     config.train.head_lr_scale = 10.0  # the exit heads at 10x the encoder's lr (a pre-registered
     # rule on splits 3-5, 2026-12-06: CWB 2,416 against 2,409 test texts; exits 1-2 +9 points)
+    config.train.rdrop = 0.0  # R-Drop (the 50Agree recipe's since 2026-12-07) lost its rule here
     return config
