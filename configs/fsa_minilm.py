@@ -12,12 +12,12 @@
 # pre-registered rule on splits 3-5: 2,456 against 2,432 test texts; two dropout passes a step,
 # so about 2.2x the time). Expected (docs/results.md, 2-core CPU, 21-34 minutes a run):
 # final-exit test accuracy 0.846 / 0.847 / 0.837 on seeds 0/1/2, mean 0.843 (2,449 of 2,904, 5
-# texts under the 0.845; the best of three seeds on these splits); more seeds a split
+# texts under the 0.845; the best of three sets of seeds on these splits); more seeds
 # (--config.seed=N+10 --config.data.split_seed=N) give 0.844 / 0.854 / 0.824 (2,442) and, with
-# N+20, 0.847 / 0.848 / 0.822 (2,437), so one run is expected to give 0.841 there (2,442.7, nine
-# runs; split 2 averages 0.828, splits 0 and 1 0.846 and 0.850). On splits 3/4/5 (--config.seed=3..5)
-# 0.852 / 0.845 / 0.840, mean 0.846 (2,456), the best of three seeds on each of those splits:
-# nine runs there (seeds N, N+10, N+20) average 0.839 (2,437).
+# N+20, 0.847 / 0.848 / 0.822 (2,437), so one run is expected to give 0.841 there (2,442.7,
+# nine runs; split 2 averages 0.828, splits 0 and 1 0.846 and 0.850). On splits 3/4/5
+# (--config.seed=3..5) 0.852 / 0.845 / 0.840, mean 0.846 (2,456), the best of three seeds on
+# each of those splits: nine runs there (seeds N, N+10, N+20) average 0.839 (2,437).
 # Without R-Drop (--config.train.rdrop=0, about 10 minutes), seeds 0/1/2: 0.847 / 0.849 / 0.813,
 # mean 0.836 (2,429 of 2,904); on the training texts alone as well
 # (--config.data.train_on_validation=False): 0.842 / 0.834 / 0.820, mean 0.832; the transformers
