@@ -26,8 +26,8 @@ needs_four = pytest.mark.skipif(not FOUR, reason="runs inside test_on_four_virtu
 @pytest.mark.skipif(FOUR, reason="this process already has 4 devices")
 def test_on_four_virtual_devices():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    command = [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", __file__]
+    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert re.search(r"\b5 passed", run.stdout), run.stdout[-2000:]
 
