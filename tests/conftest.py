@@ -20,6 +20,9 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
                       JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
 
+# pytest-xdist runs one worker a core; on a GPU each would otherwise take 75% of its memory.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
 SHARED = Path(os.environ.get("ELBERT_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 ALBERT_TOKENIZER = SHARED / "models" / "albert-base-v2-tokenizer"
 MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
