@@ -7,7 +7,13 @@
   python infer.py --checkpoint runs/demo --from_report "Kone issued a profit warning in 2008."
   tail -f news.txt | python infer.py --checkpoint runs/demo --warm_up  # a live feed: a row per line
 
-Texts come from the arguments, stdin lines, or --input (.txt/.csv/.tsv/.jsonl). Policy settings
+Texts come from the arguments, stdin lines, or --input (.txt/.csv/.tsv/.jsonl); a checkpoint
+trained on sentence pairs (RTE-style, data.pair_column) reads a table's --pair_column too, and
+lines as "first<TAB>second":
+
+  python infer.py --checkpoint runs/rte --input dev.tsv --column sentence1 --pair_column sentence2
+
+Policy settings
 default to the checkpoint's, or with --from_report to those `train.py --mode report` chose on
 validation. A summary (count, texts/s, mean exit layer, computation cost, exit
 histogram) goes to stderr.
@@ -26,6 +32,9 @@ from absl import logging as absl_logging
 flags.DEFINE_string("checkpoint", None, "A workdir written by train.py.", required=True)
 flags.DEFINE_string("input", None, "A .txt/.csv/.tsv/.jsonl file (default: arguments or stdin).")
 flags.DEFINE_string("column", "text", "Text column of a .csv/.tsv/.jsonl input.")
+flags.DEFINE_string("pair_column", None, "Second-sentence column of a .csv/.tsv/.jsonl input, for "
+                    "a checkpoint trained on sentence pairs (default: the one it was trained on); "
+                    "lines (arguments, stdin, .txt) are then 'first<TAB>second'.")
 flags.DEFINE_string("encoding", "utf-8", "Encoding of --input/stdin (undecodable bytes become U+FFFD).")
 flags.DEFINE_enum("bad_rows", "mark", ["mark", "error"], "An input row with no text (bad CSV/JSONL "
                   "row): 'mark' writes a row with an error field, 'error' stops there.")
@@ -67,7 +76,7 @@ def main(argv):
 
     from elbert_jax import parallel
     from elbert_jax.data import DataError
-    from elbert_jax.predict import Predictor, Summary, read_texts, write_rows
+    from elbert_jax.predict import Predictor, Summary, read_texts, split_pairs, write_rows
 
     parallel.configure_xla()
     try:
@@ -78,13 +87,22 @@ def main(argv):
             threshold=FLAGS.threshold, window=FLAGS.window, margin=FLAGS.margin,
             variant=FLAGS.variant, patience=FLAGS.patience, layer=FLAGS.layer)
         live = False
+        if FLAGS.pair_column and not predictor.pair_column:
+            raise ValueError(f"--pair_column={FLAGS.pair_column}: {FLAGS.checkpoint} was trained "
+                             "on single texts")
+        pair_column = (FLAGS.pair_column or predictor.pair_column) or None
         if FLAGS.input:
-            texts = read_texts(FLAGS.input, FLAGS.column, FLAGS.encoding, FLAGS.bad_rows)
+            texts = read_texts(FLAGS.input, FLAGS.column, FLAGS.encoding, FLAGS.bad_rows,
+                               pair_column)
         elif len(argv) > 1:
             texts = iter(argv[1:])
+            if pair_column:
+                texts = split_pairs(texts, "argument", FLAGS.bad_rows)
         else:  # lines end at \n only, as in read_texts; bytes that do not decode become U+FFFD
             stdin = io.TextIOWrapper(sys.stdin.buffer, FLAGS.encoding, errors="replace", newline="\n")
             texts = (line.removesuffix("\n").removesuffix("\r") for line in stdin)
+            if pair_column:
+                texts = split_pairs(texts, "<stdin>", FLAGS.bad_rows)
             live = True  # a feed on a pipe: answer each line as soon as the model is free
         if FLAGS.warm_up:
             predictor.warm_up(trace=FLAGS.trace)

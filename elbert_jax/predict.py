@@ -4,6 +4,8 @@
 sorts them by length, buckets them and returns rows in input order) and turns the results into one
 dict per text. ``stream`` does this chunk by chunk, so memory stays flat over any input length;
 ``read_texts`` reads .txt/.csv/.tsv/.jsonl lazily; ``Summary`` collects what infer.py reports.
+A model trained on sentence pairs (``data.pair_column``, e.g. RTE) is given (text, pair) tuples:
+fed single texts it would answer for the wrong input, so either mismatch is refused.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ class Predictor:
     engine: str = "refill"
     batch_size: int = 64
     mesh: jax.sharding.Mesh | None = None
+    # the run's data.pair_column: "" = trained on single texts, a name = on sentence pairs (every
+    # call must then give pairs, e.g. infer.py reads that column); None = not known, either goes
+    pair_column: str | None = None
 
     @classmethod
     def from_workdir(cls, workdir: str | Path, engine: str = "refill", batch_size: int = 64,
@@ -75,9 +80,14 @@ class Predictor:
         settings.update({k: v for k, v in policy_overrides.items() if v is not None})
         policy = exits.ExitPolicy(**settings)
         mesh = parallel.data_mesh(devices, local=True)
+        if "pair_column" in meta:
+            pair_column = meta["pair_column"]
+        else:  # a run from before model.json said: its config's setting
+            data = checkpoints.saved_config(workdir).data
+            pair_column = data.pair_column if data.source in ("files", "hub") else ""
         return cls(model, params, load_tokenizer(Path(workdir) / "tokenizer"), meta["label_names"],
                    policy, meta["max_length"], meta["buckets"], engine, batch_size,
-                   mesh if mesh.size > 1 else None)
+                   mesh if mesh.size > 1 else None, pair_column)
 
     def __post_init__(self) -> None:
         self._engines: dict[bool, Engine] = {}
@@ -112,7 +122,19 @@ class Predictor:
                ) -> dict[str, np.ndarray]:
         """The token rows ``run_encoded`` takes (the tokenizer's output at the checkpoint's
         max_length): tokenise once, run many times (e.g. under several policies or thresholds)."""
+        self.check_pairs(pairs is not None)
         return self.tokenizer(list(texts), pairs, max_length=self.max_length, pad_to=self.max_length)
+
+    def check_pairs(self, paired: bool) -> None:
+        """Refuses texts without pairs for a model trained on pairs, and pairs for one trained on
+        single texts: either would run, and answer for an input the model never learnt."""
+        if self.pair_column is None or bool(self.pair_column) == paired:
+            return
+        if paired:
+            raise ValueError("this model was trained on single texts; it takes no sentence pairs")
+        raise ValueError(f"this model was trained on sentence pairs (data.pair_column="
+                         f"{self.pair_column!r}); give each text its pair (infer.py: a table's "
+                         "--pair_column, or 'first<TAB>second' lines)")
 
     def run_encoded(self, enc: dict[str, np.ndarray], trace: bool = False,
                     thresholds: Sequence[float] | None = None) -> Results:
@@ -128,13 +150,18 @@ class Predictor:
         or blank is still classified (as the bare special tokens) and marked ``"empty": true``;
         one longer than ``max_length`` tokens is classified on its first ``max_length`` tokens
         (as in training) and marked ``"truncated": true``. ``thresholds`` (one per text) replaces
-        the policy's threshold text by text (``Engine.__call__``): a per-request trade-off."""
+        the policy's threshold text by text (``Engine.__call__``): a per-request trade-off.
+        ``pairs``: the second sentences, for a model trained on sentence pairs (then a row is
+        ``"empty"`` when both of its sentences are blank)."""
         texts = list(texts)
+        pairs = None if pairs is None else list(pairs)
         enc = self.encode(texts, pairs)
-        return self._rows(texts, enc, self.run_encoded(enc, trace, thresholds), trace)
+        shown = texts if pairs is None else [a + b for a, b in zip(texts, pairs)]
+        return self._rows(shown, enc, self.run_encoded(enc, trace, thresholds), trace)
 
     def _rows(self, texts: list[str], enc: dict[str, np.ndarray], out: Results, trace: bool
               ) -> list[dict[str, Any]]:
+        """``texts``: what the ``empty`` flag looks at (a pair's two sentences joined)."""
         labels = [self.label_names[k] for k in out.prediction.tolist()]
         probs = out.probs.astype(np.float64).round(6).tolist()  # whole arrays: no per-row numpy
         layers = out.layer.tolist()
@@ -151,9 +178,13 @@ class Predictor:
             rows.append(row)
         return rows
 
-    def stream(self, texts: Iterable[str | BadInput], chunk: int = 4096, trace: bool = False,
-               live: bool = False, overlap: bool = True) -> Iterator[dict[str, Any]]:
+    def stream(self, texts: Iterable[str | tuple[str, str] | BadInput], chunk: int = 4096,
+               trace: bool = False, live: bool = False, overlap: bool = True
+               ) -> Iterator[dict[str, Any]]:
         """Predictions for an arbitrarily long iterable, in order, holding ``chunk`` texts at a time.
+
+        Items are texts, or (text, pair) tuples for a model trained on sentence pairs
+        (``read_texts(..., pair_column=...)`` reads them).
 
         A ``BadInput`` item (an unreadable row of ``read_texts``) keeps its place as a row with
         ``label``, ``probs`` and ``exit_layer`` None and ``error`` saying where and why.
@@ -187,22 +218,34 @@ class Predictor:
             yield from self._flush(error.read, enc, self._run_good(enc, trace), trace)
             raise error.__cause__ from None
 
-    def _encode_good(self, buffer: list[str | BadInput]) -> dict[str, np.ndarray] | None:
+    def _encode_good(self, buffer: list[str | tuple[str, str] | BadInput]
+                     ) -> dict[str, np.ndarray] | None:
         good = [item for item in buffer if not isinstance(item, BadInput)]
-        return self.encode(good) if good else None
+        return self.encode(*_texts_and_pairs(good)) if good else None
 
     def _run_good(self, enc: dict[str, np.ndarray] | None, trace: bool) -> Results | None:
         return self.run_encoded(enc, trace) if enc is not None else None
 
     def _flush(self, buffer: list[str | BadInput], enc: dict[str, np.ndarray] | None,
                out: Results | None, trace: bool) -> Iterator[dict[str, Any]]:
-        good = [item for item in buffer if not isinstance(item, BadInput)]
+        good = [item if isinstance(item, str) else "".join(item)
+                for item in buffer if not isinstance(item, BadInput)]
         rows = iter(self._rows(good, enc, out, trace) if good else [])
         for item in buffer:
             if isinstance(item, BadInput):
                 yield {"label": None, "probs": None, "exit_layer": None, "error": str(item)}
             else:
                 yield next(rows)
+
+
+def _texts_and_pairs(items: list[str | tuple[str, str]]) -> tuple[list[str], list[str] | None]:
+    """The texts of ``items``, and their pairs when the items are (text, pair) tuples."""
+    paired = [not isinstance(item, str) for item in items]
+    if not any(paired):
+        return items, None
+    if not all(paired):
+        raise ValueError("a mix of single texts and (text, pair) tuples; give one kind")
+    return [a for a, _ in items], [b for _, b in items]
 
 
 class SourceError(Exception):
@@ -326,7 +369,8 @@ class BadInput(NamedTuple):
 
 
 def read_texts(path: str | Path, column: str = "text", encoding: str = "utf-8",
-               bad_rows: str = "mark") -> Iterator[str | BadInput]:
+               bad_rows: str = "mark", pair_column: str | None = None
+               ) -> Iterator[str | tuple[str, str] | BadInput]:
     """Texts of a .txt file (one per ``\\n``-ended line) or the ``column`` of a .csv/.tsv/.jsonl
     file, lazily, one item per input row.
 
@@ -336,6 +380,8 @@ def read_texts(path: str | Path, column: str = "text", encoding: str = "utf-8",
     blank, not JSON, not an object, or lacks ``column``) is yielded as a ``BadInput`` naming the
     file and line (``bad_rows="mark"``) or raises ``DataError`` (``"error"``). A missing column
     in a CSV header raises ``DataError`` at once; an empty file yields nothing.
+    ``pair_column``: sentence pairs, as (text, pair) tuples: that column of a table; in a .txt
+    file each line is ``first<TAB>second`` (``split_pairs``; the name is not used there).
     """
     if bad_rows not in ("mark", "error"):
         raise ValueError(f"bad_rows={bad_rows!r} is not mark or error")
@@ -351,11 +397,12 @@ def read_texts(path: str | Path, column: str = "text", encoding: str = "utf-8",
             raise DataError(f"{path}:{number}: {reason}")
         return BadInput(f"{path}:{number}", reason)
 
+    columns = [column] if pair_column is None else [column, pair_column]
     newline = "" if suffix in (".csv", ".tsv") else "\n"
     with open(path, encoding=encoding, errors="replace", newline=newline) as handle:
         if suffix == ".txt":
-            for line in handle:
-                yield line.removesuffix("\n").removesuffix("\r")
+            lines = (line.removesuffix("\n").removesuffix("\r") for line in handle)
+            yield from lines if pair_column is None else split_pairs(lines, str(path), bad_rows)
         elif suffix == ".jsonl":
             for number, line in enumerate(handle, 1):
                 if not line.strip():
@@ -366,14 +413,38 @@ def read_texts(path: str | Path, column: str = "text", encoding: str = "utf-8",
                 except json.JSONDecodeError as error:
                     yield bad(number, f"not JSON ({error.msg})")
                     continue
-                if not isinstance(record, dict) or column not in record:
-                    yield bad(number, f"expected a JSON object with a {column!r} field")
+                if not isinstance(record, dict) or any(c not in record for c in columns):
+                    fields = (f"a {column!r} field" if pair_column is None
+                              else f"{column!r} and {pair_column!r} fields")
+                    yield bad(number, f"expected a JSON object with {fields}")
                     continue
-                value = record[column]
-                yield "" if value is None else value if isinstance(value, str) else json.dumps(value)
+                values = ["" if (v := record[c]) is None else v if isinstance(v, str)
+                          else json.dumps(v) for c in columns]
+                yield values[0] if pair_column is None else (values[0], values[1])
         else:
-            for number, record in csv_records(handle, path, [column], suffix == ".tsv"):
-                yield bad(number, record) if isinstance(record, str) else record[column]
+            for number, record in csv_records(handle, path, columns, suffix == ".tsv"):
+                if isinstance(record, str):
+                    yield bad(number, record)
+                else:
+                    yield record[column] if pair_column is None else (record[column],
+                                                                      record[pair_column])
+
+
+def split_pairs(lines: Iterable[str], source: str, bad_rows: str = "mark"
+                ) -> Iterator[tuple[str, str] | BadInput]:
+    """(first, second) of each ``first<TAB>second`` line (split at the first tab: the second
+    sentence may hold more), for sentence-pair models fed lines (a .txt file, stdin, arguments).
+    A line without a tab is a ``BadInput`` naming ``source`` and the line, or a ``DataError``
+    with ``bad_rows="error"``."""
+    for number, line in enumerate(lines, 1):
+        first, tab, second = line.partition("\t")
+        if tab:
+            yield first, second
+            continue
+        reason = "no tab between the two sentences of a pair (expected first<TAB>second)"
+        if bad_rows == "error":
+            raise DataError(f"{source}:{number}: {reason}")
+        yield BadInput(f"{source}:{number}", reason)
 
 
 @dataclasses.dataclass

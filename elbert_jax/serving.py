@@ -62,6 +62,7 @@ class Batcher:
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         if pair is not None and not isinstance(pair, str):
             raise TypeError(f"pair must be a str, got {type(pair).__name__}")
+        self.predictor.check_pairs(pair is not None)
         future: Future = Future()
         with self._lock:
             if self._closed:

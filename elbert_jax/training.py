@@ -143,7 +143,8 @@ def build_model(config: ml_collections.ConfigDict, splits: data_lib.Splits, work
         elif (tok_dir / "tokenizer.json").exists():
             tokenizer = load_tokenizer(tok_dir)
         else:
-            tokenizer = load_tokenizer(demo.train_tokenizer(splits.train.texts, tok_dir,
+            corpus = splits.train.texts + (splits.train.pairs or [])  # both sentences of a pair
+            tokenizer = load_tokenizer(demo.train_tokenizer(corpus, tok_dir,
                                                             m.scratch.tokenizer_vocab_size))
         fields = {k: v for k, v in m.scratch.items() if k != "tokenizer_vocab_size"}
         fields.update(dropout)
@@ -320,6 +321,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     write_json(workdir / "model.json", {
         "encoder": dataclasses.asdict(model.config), "label_names": splits.label_names,
         "max_length": d.max_length, "buckets": buckets, "exit": config.exit.to_dict(),
+        # what serving must feed: "" single texts, else (text, pair) as in this column
+        "pair_column": d.pair_column if splits.train.pairs is not None else "",
         "data_stats": splits.stats, "data_digest": data_digest})
 
     spe = data_lib.steps_per_epoch(len(encoded["train"]), t.batch_size)

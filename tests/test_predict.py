@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import select
+import shutil
 import subprocess
 import sys
 import threading
@@ -87,6 +88,88 @@ def test_read_texts(tmp_path):
         list(read_texts(tmp_path / "a.csv"))
     with pytest.raises(DataError, match="unsupported input"):
         list(read_texts(tmp_path / "a.xml"))
+
+
+def test_read_texts_of_sentence_pairs(tmp_path):
+    with open(tmp_path / "p.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([["s1", "s2"], ["a", "b, c"], ["d", ""]])
+    assert list(read_texts(tmp_path / "p.csv", "s1", pair_column="s2")) == [("a", "b, c"), ("d", "")]
+    with pytest.raises(DataError, match=r"p.csv:1: missing column\(s\) \['s3'\]"):
+        list(read_texts(tmp_path / "p.csv", "s1", pair_column="s3"))
+    (tmp_path / "p.jsonl").write_text('{"s1": "a", "s2": "b"}\n{"s1": "c"}\n')
+    rows = list(read_texts(tmp_path / "p.jsonl", "s1", pair_column="s2"))
+    assert rows[0] == ("a", "b") and isinstance(rows[1], BadInput)
+    assert str(rows[1]).endswith("p.jsonl:2: expected a JSON object with 's1' and 's2' fields")
+    (tmp_path / "p.txt").write_text("a\tb\tc\nno tab\n")  # split at the first tab only
+    rows = list(read_texts(tmp_path / "p.txt", pair_column="any"))
+    assert rows[0] == ("a", "b\tc") and str(rows[1]).startswith(f"{tmp_path / 'p.txt'}:2: no tab")
+    with pytest.raises(DataError, match=r"p.txt:2: no tab"):
+        list(read_texts(tmp_path / "p.txt", pair_column="any", bad_rows="error"))
+
+
+@pytest.fixture(scope="module")
+def pair_run(tmp_path_factory):
+    """configs/tiny.py on a CSV of sentence pairs (same sentiment or not): an RTE-shaped task."""
+    from elbert_jax import config as config_lib
+    from elbert_jax import demo, training
+
+    folder = tmp_path_factory.mktemp("pairs")
+    sentences = demo.make_sentences(120, seed=0)
+    partner = np.random.default_rng(0).permutation(len(sentences.texts))
+    with open(folder / "pairs.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["sentence1", "sentence2", "label"])
+        for i, j in enumerate(partner):
+            writer.writerow([sentences.texts[i], sentences.texts[j],
+                             "same" if sentences.labels[i] == sentences.labels[j] else "other"])
+    config = config_lib.load_config_file(ROOT / "configs" / "tiny.py", **{
+        "data.source": "files", "data.train_file": str(folder / "pairs.csv"),
+        "data.text_column": "sentence1", "data.pair_column": "sentence2", "train.epochs": 1})
+    training.train_and_evaluate(config, folder / "run")
+    return folder / "run", folder / "pairs.csv"
+
+
+def test_a_sentence_pair_checkpoint_is_served_pairs(pair_run, trained, tmp_path):
+    from elbert_jax.serving import Batcher
+
+    workdir, table = pair_run
+    predictor = Predictor.from_workdir(workdir)
+    assert predictor.pair_column == "sentence2"
+    records = list(csv.DictReader(open(table, newline="")))[:6]
+    texts, pairs = [r["sentence1"] for r in records], [r["sentence2"] for r in records]
+    assert predictor.encode(texts, pairs)["token_type_ids"].any()  # the pair reaches the model
+    with pytest.raises(ValueError, match="trained on sentence pairs"):
+        predictor.predict(texts)  # would run, on inputs the model never saw
+    rows = predictor.predict(texts, pairs)
+    assert list(predictor.stream(read_texts(table, "sentence1", pair_column="sentence2"),
+                                 chunk=4))[:6] == rows
+    with Batcher(predictor) as batcher:
+        assert batcher.predict(texts[0], pair=pairs[0]) == rows[0]
+        with pytest.raises(ValueError, match="trained on sentence pairs"):
+            batcher.submit(texts[0])  # refused at once, not in the worker
+    with pytest.raises(ValueError, match="trained on single texts"):
+        Predictor.from_workdir(trained[0]).predict(texts, pairs)
+
+    old = tmp_path / "old"  # a run from before model.json named its pair column
+    shutil.copytree(workdir, old)
+    meta = json.loads((old / "model.json").read_text())
+    del meta["pair_column"]
+    (old / "model.json").write_text(json.dumps(meta))
+    assert Predictor.from_workdir(old).pair_column == "sentence2"
+
+    # infer.py reads the checkpoint's pair column by default, and tab-separated lines
+    table_rows = tmp_path / "few.csv"
+    table_rows.write_text("".join(open(table, newline="").readlines()[:7]))
+    run = infer("--checkpoint", str(workdir), "--input", str(table_rows), "--column", "sentence1")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert [json.loads(line) for line in run.stdout.splitlines()] == \
+        [{"id": i, **row} for i, row in enumerate(rows)]
+    run = infer("--checkpoint", str(workdir), f"{texts[0]}\t{pairs[0]}", "no tab")
+    assert run.returncode == 0, run.stderr[-2000:]
+    first, second = (json.loads(line) for line in run.stdout.splitlines())
+    assert first == {"id": 0, **rows[0]} and second["error"].startswith("argument:2: no tab")
+    run = infer("--checkpoint", str(trained[0]), "--pair_column", "sentence2", "text")
+    assert run.returncode != 0 and "trained on single texts" in run.stderr
 
 
 def test_write_rows_and_summary():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,6 +24,7 @@ class Gated:
     def __init__(self, inner: Predictor, fail_on: str | None = None):
         self.inner, self.fail_on = inner, fail_on
         self.batch_size, self.policy = inner.batch_size, inner.policy
+        self.check_pairs = inner.check_pairs
         self.gate, self.entered, self.sizes = threading.Event(), threading.Event(), []
 
     def predict(self, texts, pairs=None, thresholds=None):
@@ -67,7 +69,10 @@ def test_per_request_thresholds(trained):
 
 
 def test_sentence_pairs(predictor):
-    """Requests with a second sentence (RTE-style tasks) and without it, in one stream."""
+    """Requests with a second sentence (RTE-style tasks) and without it, in one stream, for a
+    Predictor built by hand that does not say which its model reads (``pair_column=None``; one
+    from a workdir takes only the kind it was trained on: test_predict.py)."""
+    predictor = dataclasses.replace(predictor, pair_column=None)
     pairs = [None, "Profit fell.", None, "The board met.", "Sales rose.", None]
     gated = Gated(predictor)
     with Batcher(gated) as batcher:
