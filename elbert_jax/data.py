@@ -418,6 +418,12 @@ def load_hub_dataset(name: str, split: str, config_name: str | None = None,
     names = list(feature.names) if hasattr(feature, "names") else None
     rows = [(str(r[text_column]), r[label_column], r[pair_column] if pair_column else None)
             for r in ds]
+    if rows and all(label is None or label == -1 for _, label, _ in rows):
+        raise DataError(
+            f"{name}[{split}]: no labels (every {label_column!r} is -1 or missing, as in GLUE's "
+            "hidden test sets), so it can neither train nor score; test on a labelled split, "
+            "e.g. --config.data.test_split=validation --config.data.validation_split='' "
+            "(validation is then held out of train)")
     bad, check = _checked(bad)
     result = _to_textset(rows, names, [f"{name}[{split}] row {i}" for i in range(len(rows))], bad)
     if check:

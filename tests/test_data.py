@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ import pytest
 from conftest import SHARED, shared_path
 from elbert_jax import data as data_lib
 from elbert_jax.data import DataError, TextSet
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PB = "Profit rose sharply .@positive\r\nCosts fell .@positive\r\nThe CEO \xe9lan said @ noon .@neutral\r\n"
 
@@ -110,6 +113,37 @@ def test_tables_csv_tsv_jsonl_with_pairs(tmp_path):
     (tmp_path / "c.jsonl").write_text(json.dumps({"text": "x", "label": "pos"}) + "\n\n"
                                       + json.dumps({"text": "y", "label": "neg"}) + "\n")
     assert data_lib.read_table(tmp_path / "c.jsonl", label_names=["neg", "pos"])[0].labels.tolist() == [1, 0]
+
+
+def test_hub_dataset_with_pairs_and_a_hidden_test_split(tmp_path, monkeypatch):
+    """A `datasets` dataset shaped like GLUE's RTE, from a local folder (no download): class names
+    from its ClassLabel, sentence pairs, and a test split whose labels are all -1."""
+    datasets = pytest.importorskip("datasets")
+    from elbert_jax import config as config_lib
+    from elbert_jax import training
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    features = datasets.Features({"sentence1": datasets.Value("string"),
+                                  "sentence2": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["entailment", "not_entailment"])})
+    for split, labels in (("train", [0, 1] * 10), ("validation", [1, 0, 0]), ("test", [-1] * 4)):
+        datasets.Dataset.from_dict({"sentence1": [f"{split} premise {i}" for i in range(len(labels))],
+                                    "sentence2": [f"hypothesis {i}" for i in range(len(labels))],
+                                    "label": labels}, features=features
+                                   ).to_parquet(tmp_path / "rte" / f"{split}.parquet")
+    overrides = {"data.source": "hub", "data.hub_name": str(tmp_path / "rte"),
+                 "data.text_column": "sentence1", "data.pair_column": "sentence2"}
+    config = config_lib.load_config_file(ROOT / "configs" / "tiny.py", **overrides)
+    with pytest.raises(DataError, match=r"rte\[test\]: no labels .*test_split=validation"):
+        training.load_splits(config)
+    config = config_lib.load_config_file(ROOT / "configs" / "tiny.py", **overrides,
+                                         **{"data.test_split": "validation",
+                                            "data.validation_split": ""})
+    splits = training.load_splits(config)
+    assert splits.label_names == ["entailment", "not_entailment"]
+    assert splits.test.texts[0] == "validation premise 0" and splits.test.pairs[0] == "hypothesis 0"
+    assert splits.test.labels.tolist() == [1, 0, 0]
+    assert len(splits.train) + len(splits.validation) == 20 and splits.validation.pairs is not None
 
 
 @pytest.mark.parametrize("name,content,message", [
