@@ -10,6 +10,7 @@ Override any config key: --config.train.epochs=5 --config.model.dtype=bfloat16
 
 import json
 import logging
+import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
@@ -34,20 +35,32 @@ def main(argv):
 
     parallel.configure_xla()
     logging.getLogger("elbert_jax").setLevel(logging.INFO)
+    from elbert_jax.config import ConfigError
+    from elbert_jax.data import DataError
+
+    try:
+        result = run(FLAGS.mode)
+    except (ConfigError, DataError) as error:  # the user's input: the message names what and where
+        sys.exit(f"train.py: error: {error}")
+    print(json.dumps(result, indent=1, default=str)[:4000])
+
+
+def run(mode: str) -> dict:
+    """What ``--mode`` does, on ``--config`` and ``--workdir``."""
     from elbert_jax import pretrain, report, training
 
-    if FLAGS.mode == "train":
+    if mode == "train":
         result = training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    elif FLAGS.mode == "pretrain":
+    elif mode == "pretrain":
         result = pretrain.pretrain(FLAGS.config, FLAGS.workdir)
-    elif FLAGS.mode == "report":
+    elif mode == "report":
         result = report.write_report(FLAGS.config, FLAGS.workdir, FLAGS.split, FLAGS.max_cost,
                                      FLAGS.checkpoint)
     else:
         if not FLAGS.export_dir:
             raise app.UsageError("--mode export needs --export_dir")
         result = {"exported": str(report.export(FLAGS.workdir, FLAGS.export_dir))}
-    print(json.dumps(result, indent=1, default=str)[:4000])
+    return result
 
 
 if __name__ == "__main__":

@@ -23,6 +23,10 @@ SELECT_METRICS = ("accuracy", "macro_f1", "policy_accuracy", "last")
 CHOOSE_BY = ("accuracy", "agreement")  # what --mode report picks a setting by on validation (exit.choose_by)
 
 
+class ConfigError(ValueError):
+    """A config that cannot run: every bad key, named (train.py prints it without a traceback)."""
+
+
 def base_config() -> ml_collections.ConfigDict:
     """Every key a config may set, with defaults (spec section 2). Configs start from this."""
     c = ml_collections.ConfigDict()
@@ -134,7 +138,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                               f"not {type(got[key]).__name__}")
     walk(config, schema, "")
     if errors:
-        raise ValueError("invalid config: " + "; ".join(errors))
+        raise ConfigError("invalid config: " + "; ".join(errors))
     d, t, e, s = config.data, config.train, config.exit, config.model.scratch
     devices = data_devices(t)
     checks = [
@@ -246,7 +250,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     except ValueError as err:
         errors.append(f"exit: {err}")
     if errors:
-        raise ValueError("invalid config: " + "; ".join(errors))
+        raise ConfigError("invalid config: " + "; ".join(errors))
 
 
 def _same_type(got: Any, want: Any) -> bool:

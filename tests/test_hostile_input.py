@@ -245,3 +245,18 @@ def test_tokenizer_never_fails_on_text(trained):
     assert enc["input_ids"].shape == (5, 32) and np.all(enc["attention_mask"].sum(1) >= 2)
     with pytest.raises(TypeError, match="text 1 is a NoneType"):
         tok(["fine", None])
+
+
+def test_train_cli_names_bad_config_and_data_without_a_traceback(tmp_path):
+    """train.py's user errors end as one line saying what and where (exit 1), as infer.py's do."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nProfit rose.,pos\n,neg\n")
+    tiny = str(ROOT / "configs" / "tiny.py")
+    for overrides, message in [
+            (["--config.train.epochs=0"], "train.py: error: invalid config: train.epochs=0"),
+            (["--config.data.source=files", f"--config.data.train_file={bad}"], f"{bad}:3")]:
+        run = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", tiny,
+                              "--workdir", str(tmp_path / "run"), *overrides],
+                             capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert run.returncode == 1 and message in run.stderr and "Traceback" not in run.stderr, \
+            run.stderr[-2000:]
