@@ -391,19 +391,27 @@ def read_table(path: str | Path, text_column: str = "text", label_column: str = 
         pair = record.get(pair_column) if pair_column else None
         if _undecodable(text, label, pair):
             bad.add(where, "invalid UTF-8")
-        elif not isinstance(text, str) or not text.strip():
-            bad.add(where, f"empty or missing {text_column!r}")
-        elif label is None or label == "":
-            bad.add(where, f"empty or missing {label_column!r}")
-        elif pair_column and pair is not None and not isinstance(pair, str):
-            bad.add(where, f"{pair_column!r} is not text")
-        else:
+        elif _usable_row(bad, where, text, label, pair, text_column, label_column, pair_column):
             rows.append((text, label, pair))
             sources.append(where)
     result = _to_textset(rows, label_names, sources, bad)
     if check:
         bad.check()
     return result
+
+
+def _usable_row(bad: BadRows, where: str, text: Any, label: Any, pair: Any, text_column: str,
+                label_column: str, pair_column: str | None) -> bool:
+    """Whether a row has a text, a label and (if any) a text pair; else it goes to ``bad``."""
+    if not isinstance(text, str) or not text.strip():
+        bad.add(where, f"empty or missing {text_column!r}")
+    elif label is None or label == "":
+        bad.add(where, f"empty or missing {label_column!r}")
+    elif pair_column and pair is not None and not isinstance(pair, str):
+        bad.add(where, f"{pair_column!r} is not text")
+    else:
+        return True
+    return False
 
 
 def load_hub_dataset(name: str, split: str, config_name: str | None = None,
@@ -414,18 +422,28 @@ def load_hub_dataset(name: str, split: str, config_name: str | None = None,
     import datasets
 
     ds = datasets.load_dataset(name, config_name, split=split)
-    feature = ds.features.get(label_column)
-    names = list(feature.names) if hasattr(feature, "names") else None
-    rows = [(str(r[text_column]), r[label_column], r[pair_column] if pair_column else None)
-            for r in ds]
-    if rows and all(label is None or label == -1 for _, label, _ in rows):
+    columns = [c for c in (text_column, label_column, pair_column) if c]
+    missing = [c for c in columns if c not in ds.column_names]
+    if missing:
+        raise DataError(f"{name}[{split}]: missing column(s) {missing}; it has {ds.column_names} "
+                        "(set data.text_column / label_column / pair_column)")
+    if len(ds) and all(label is None or label == -1 for label in ds[label_column]):
         raise DataError(
             f"{name}[{split}]: no labels (every {label_column!r} is -1 or missing, as in GLUE's "
             "hidden test sets), so it can neither train nor score; test on a labelled split, "
             "e.g. --config.data.test_split=validation --config.data.validation_split='' "
             "(validation is then held out of train)")
+    feature = ds.features.get(label_column)
+    names = list(feature.names) if hasattr(feature, "names") else None
     bad, check = _checked(bad)
-    result = _to_textset(rows, names, [f"{name}[{split}] row {i}" for i in range(len(rows))], bad)
+    rows, sources = [], []
+    for i, r in enumerate(ds.select_columns(columns)):
+        where = f"{name}[{split}] row {i}"
+        text, label, pair = r[text_column], r[label_column], r[pair_column] if pair_column else None
+        if _usable_row(bad, where, text, label, pair, text_column, label_column, pair_column):
+            rows.append((text, label, pair))
+            sources.append(where)
+    result = _to_textset(rows, names, sources, bad)
     if check:
         bad.check()
     return result

@@ -126,16 +126,24 @@ def test_hub_dataset_with_pairs_and_a_hidden_test_split(tmp_path, monkeypatch):
     features = datasets.Features({"sentence1": datasets.Value("string"),
                                   "sentence2": datasets.Value("string"),
                                   "label": datasets.ClassLabel(names=["entailment", "not_entailment"])})
-    for split, labels in (("train", [0, 1] * 10), ("validation", [1, 0, 0]), ("test", [-1] * 4)):
-        datasets.Dataset.from_dict({"sentence1": [f"{split} premise {i}" for i in range(len(labels))],
+    for folder, split, labels in (("rte", "train", [0, 1] * 10), ("rte", "validation", [1, 0, 0]),
+                                  ("rte", "test", [-1] * 4), ("blank", "train", [0, 1])):
+        premises = [f"{split} premise {i}" for i in range(len(labels))]
+        if folder == "blank":
+            premises[1] = None
+        datasets.Dataset.from_dict({"sentence1": premises,
                                     "sentence2": [f"hypothesis {i}" for i in range(len(labels))],
                                     "label": labels}, features=features
-                                   ).to_parquet(tmp_path / "rte" / f"{split}.parquet")
+                                   ).to_parquet(tmp_path / folder / f"{split}.parquet")
     overrides = {"data.source": "hub", "data.hub_name": str(tmp_path / "rte"),
                  "data.text_column": "sentence1", "data.pair_column": "sentence2"}
     config = config_lib.load_config_file(ROOT / "configs" / "tiny.py", **overrides)
     with pytest.raises(DataError, match=r"rte\[test\]: no labels .*test_split=validation"):
         training.load_splits(config)
+    with pytest.raises(DataError, match=r"rte\[train\]: missing column\(s\) \['text'\]; it has "):
+        data_lib.load_hub_dataset(str(tmp_path / "rte"), "train", text_column="text")
+    with pytest.raises(DataError, match=r"blank\[train\] row 1: empty or missing 'sentence1'"):
+        data_lib.load_hub_dataset(str(tmp_path / "blank"), "train", text_column="sentence1")
     config = config_lib.load_config_file(ROOT / "configs" / "tiny.py", **overrides,
                                          **{"data.test_split": "validation",
                                             "data.validation_split": ""})
