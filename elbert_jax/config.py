@@ -163,6 +163,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          "data.train_on_validation=True trains on the validation texts, so train.select_metric "
          f"must be 'last' (not {t.select_metric!r}): an epoch chosen on trained texts is a leak"),
         (d.source != "files" or bool(d.train_file), "data.source='files' needs data.train_file"),
+        (not d.pair_column or d.source in ("files", "hub"),
+         f"data.pair_column={d.pair_column!r} needs data.source 'files' or 'hub' ({d.source!r} "
+         "has no sentence pairs)"),
         (d.source != "hub" or bool(d.hub_name), "data.source='hub' needs data.hub_name"),
         (t.epochs >= 1, f"train.epochs={t.epochs} must be >= 1"),
         (t.batch_size >= 1 and t.eval_batch_size >= 1, "train batch sizes must be >= 1"),

@@ -55,7 +55,7 @@ def test_config_validation_types_and_impossible_values():
            "train.ema_decay": 1.0, "train.layer_lr_decay": 0.0, "train.head_lr_scale": 0.0,
            "train.label_smoothing": 1.0,
            "train.rdrop": -1.0, "train.teacher_weight": 0.0, "train.teacher_temperature": 0.0,
-           "exit.choose_by": "votes"}
+           "exit.choose_by": "votes", "data.pair_column": "sentence2"}  # tiny reads demo data
     with pytest.raises(ValueError) as err:
         config_lib.validate_config(tiny(**bad))
     for expected in ("train batch sizes", "hidden_size=31 is not a multiple of num_attention_heads=2",
@@ -65,5 +65,6 @@ def test_config_validation_types_and_impossible_values():
                      "train.layer_lr_decay=0.0 must be", "train.head_lr_scale=0.0 must be",
                      "train.label_smoothing=1.0 must be",
                      "train.rdrop=-1.0 must be", "train.teacher_weight=0.0 must be",
-                     "train.teacher_temperature=0.0 must be", "exit.choose_by='votes'"):
+                     "train.teacher_temperature=0.0 must be", "exit.choose_by='votes'",
+                     "data.pair_column='sentence2' needs data.source 'files' or 'hub'"):
         assert expected in str(err.value)
