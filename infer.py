@@ -11,7 +11,7 @@ Texts come from the arguments, stdin lines, or --input (.txt/.csv/.tsv/.jsonl); 
 trained on sentence pairs (RTE-style, data.pair_column) reads a table's --pair_column too, and
 lines as "first<TAB>second":
 
-  python infer.py --checkpoint runs/rte --input dev.tsv --column sentence1 --pair_column sentence2
+  python infer.py --checkpoint runs/rte --input dev.tsv  # the columns it was trained on
 
 Policy settings
 default to the checkpoint's, or with --from_report to those `train.py --mode report` chose on
@@ -31,7 +31,8 @@ from absl import logging as absl_logging
 
 flags.DEFINE_string("checkpoint", None, "A workdir written by train.py.", required=True)
 flags.DEFINE_string("input", None, "A .txt/.csv/.tsv/.jsonl file (default: arguments or stdin).")
-flags.DEFINE_string("column", "text", "Text column of a .csv/.tsv/.jsonl input.")
+flags.DEFINE_string("column", None, "Text column of a .csv/.tsv/.jsonl input (default: the "
+                    "checkpoint's data.text_column for a run on tables, else 'text').")
 flags.DEFINE_string("pair_column", None, "Second-sentence column of a .csv/.tsv/.jsonl input, for "
                     "a checkpoint trained on sentence pairs (default: the one it was trained on); "
                     "lines (arguments, stdin, .txt) are then 'first<TAB>second'.")
@@ -92,8 +93,8 @@ def main(argv):
                              "on single texts")
         pair_column = (FLAGS.pair_column or predictor.pair_column) or None
         if FLAGS.input:
-            texts = read_texts(FLAGS.input, FLAGS.column, FLAGS.encoding, FLAGS.bad_rows,
-                               pair_column)
+            texts = read_texts(FLAGS.input, FLAGS.column or predictor.text_column,
+                               FLAGS.encoding, FLAGS.bad_rows, pair_column)
         elif len(argv) > 1:
             texts = iter(argv[1:])
             if pair_column:

@@ -47,6 +47,7 @@ class Predictor:
     # the run's data.pair_column: "" = trained on single texts, a name = on sentence pairs (every
     # call must then give pairs, e.g. infer.py reads that column); None = not known, either goes
     pair_column: str | None = None
+    text_column: str = "text"  # the run's data.text_column: where infer.py looks in a table
 
     @classmethod
     def from_workdir(cls, workdir: str | Path, engine: str = "refill", batch_size: int = 64,
@@ -81,13 +82,14 @@ class Predictor:
         policy = exits.ExitPolicy(**settings)
         mesh = parallel.data_mesh(devices, local=True)
         if "pair_column" in meta:
-            pair_column = meta["pair_column"]
-        else:  # a run from before model.json said: its config's setting
+            columns = meta["pair_column"], meta["text_column"]
+        else:  # a run from before model.json said: its config's settings
             data = checkpoints.saved_config(workdir).data
-            pair_column = data.pair_column if data.source in ("files", "hub") else ""
+            table = data.source in ("files", "hub")
+            columns = (data.pair_column if table else "", data.text_column if table else "text")
         return cls(model, params, load_tokenizer(Path(workdir) / "tokenizer"), meta["label_names"],
                    policy, meta["max_length"], meta["buckets"], engine, batch_size,
-                   mesh if mesh.size > 1 else None, pair_column)
+                   mesh if mesh.size > 1 else None, *columns)
 
     def __post_init__(self) -> None:
         self._engines: dict[bool, Engine] = {}

@@ -134,7 +134,7 @@ def test_a_sentence_pair_checkpoint_is_served_pairs(pair_run, trained, tmp_path)
 
     workdir, table = pair_run
     predictor = Predictor.from_workdir(workdir)
-    assert predictor.pair_column == "sentence2"
+    assert (predictor.pair_column, predictor.text_column) == ("sentence2", "sentence1")
     records = list(csv.DictReader(open(table, newline="")))[:6]
     texts, pairs = [r["sentence1"] for r in records], [r["sentence2"] for r in records]
     assert predictor.encode(texts, pairs)["token_type_ids"].any()  # the pair reaches the model
@@ -153,14 +153,15 @@ def test_a_sentence_pair_checkpoint_is_served_pairs(pair_run, trained, tmp_path)
     old = tmp_path / "old"  # a run from before model.json named its pair column
     shutil.copytree(workdir, old)
     meta = json.loads((old / "model.json").read_text())
-    del meta["pair_column"]
+    del meta["pair_column"], meta["text_column"]
     (old / "model.json").write_text(json.dumps(meta))
-    assert Predictor.from_workdir(old).pair_column == "sentence2"
+    assert (Predictor.from_workdir(old).pair_column,
+            Predictor.from_workdir(old).text_column) == ("sentence2", "sentence1")
 
-    # infer.py reads the checkpoint's pair column by default, and tab-separated lines
+    # infer.py reads the checkpoint's columns by default, and tab-separated lines
     table_rows = tmp_path / "few.csv"
     table_rows.write_text("".join(open(table, newline="").readlines()[:7]))
-    run = infer("--checkpoint", str(workdir), "--input", str(table_rows), "--column", "sentence1")
+    run = infer("--checkpoint", str(workdir), "--input", str(table_rows))
     assert run.returncode == 0, run.stderr[-2000:]
     assert [json.loads(line) for line in run.stdout.splitlines()] == \
         [{"id": i, **row} for i, row in enumerate(rows)]
