@@ -13,9 +13,8 @@ lines as "first<TAB>second":
 
   python infer.py --checkpoint runs/rte --input dev.tsv  # the columns it was trained on
 
-Policy settings
-default to the checkpoint's, or with --from_report to those `train.py --mode report` chose on
-validation. A summary (count, texts/s, mean exit layer, computation cost, exit
+Policy settings default to the checkpoint's, or with --from_report to those `train.py --mode
+report` chose on validation. A summary (count, texts/s, mean exit layer, computation cost, exit
 histogram) goes to stderr.
 """
 
