@@ -40,8 +40,8 @@ def main(argv):
 
     try:
         result = run(FLAGS.mode)
-    except (ConfigError, DataError) as error:  # the user's input: the message names what and where
-        sys.exit(f"train.py: error: {error}")
+    except (ConfigError, DataError, FileNotFoundError, FileExistsError) as error:
+        sys.exit(f"train.py: error: {error}")  # the user's input: the message names what and where
     print(json.dumps(result, indent=1, default=str)[:4000])
 
 

@@ -254,7 +254,8 @@ def test_train_cli_names_bad_config_and_data_without_a_traceback(tmp_path):
     tiny = str(ROOT / "configs" / "tiny.py")
     for overrides, message in [
             (["--config.train.epochs=0"], "train.py: error: invalid config: train.epochs=0"),
-            (["--config.data.source=files", f"--config.data.train_file={bad}"], f"{bad}:3")]:
+            (["--config.data.source=files", f"--config.data.train_file={bad}"], f"{bad}:3"),
+            (["--mode=report"], "not a workdir written by train.py (no model.json)")]:
         run = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", tiny,
                               "--workdir", str(tmp_path / "run"), *overrides],
                              capture_output=True, text=True, cwd=ROOT, timeout=300)
