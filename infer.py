@@ -87,9 +87,8 @@ def main(argv):
             threshold=FLAGS.threshold, window=FLAGS.window, margin=FLAGS.margin,
             variant=FLAGS.variant, patience=FLAGS.patience, layer=FLAGS.layer)
         live = False
-        if FLAGS.pair_column and not predictor.pair_column:
-            raise ValueError(f"--pair_column={FLAGS.pair_column}: {FLAGS.checkpoint} was trained "
-                             "on single texts")
+        if FLAGS.pair_column:
+            predictor.check_pairs(True)
         pair_column = (FLAGS.pair_column or predictor.pair_column) or None
         if FLAGS.input:
             texts = read_texts(FLAGS.input, FLAGS.column or predictor.text_column,

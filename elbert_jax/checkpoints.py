@@ -101,6 +101,15 @@ def saved_config(workdir: str | Path) -> ml_collections.ConfigDict:
     return config
 
 
+def input_columns(workdir: str | Path) -> tuple[str, str]:
+    """(text column, pair column) a run's inputs come in: its data section's for a run on tables
+    (files, hub), else ("text", ""); pair column "" = single texts."""
+    data = saved_config(workdir).data
+    if data.source in ("files", "hub"):
+        return data.text_column, data.pair_column
+    return "text", ""
+
+
 def validation_trained_on(workdir: str | Path) -> bool:
     """Whether the workdir's params were trained on its validation texts (a refit, or a soup with
     a refit among its runs), which makes any score or choice on them optimistic."""

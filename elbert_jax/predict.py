@@ -81,15 +81,10 @@ class Predictor:
         settings.update({k: v for k, v in policy_overrides.items() if v is not None})
         policy = exits.ExitPolicy(**settings)
         mesh = parallel.data_mesh(devices, local=True)
-        if "pair_column" in meta:
-            columns = meta["pair_column"], meta["text_column"]
-        else:  # a run from before model.json said: its config's settings
-            data = checkpoints.saved_config(workdir).data
-            table = data.source in ("files", "hub")
-            columns = (data.pair_column if table else "", data.text_column if table else "text")
+        text_column, pair_column = checkpoints.input_columns(workdir)
         return cls(model, params, load_tokenizer(Path(workdir) / "tokenizer"), meta["label_names"],
                    policy, meta["max_length"], meta["buckets"], engine, batch_size,
-                   mesh if mesh.size > 1 else None, *columns)
+                   mesh if mesh.size > 1 else None, pair_column, text_column)
 
     def __post_init__(self) -> None:
         self._engines: dict[bool, Engine] = {}
@@ -158,12 +153,10 @@ class Predictor:
         texts = list(texts)
         pairs = None if pairs is None else list(pairs)
         enc = self.encode(texts, pairs)
-        shown = texts if pairs is None else [a + b for a, b in zip(texts, pairs)]
-        return self._rows(shown, enc, self.run_encoded(enc, trace, thresholds), trace)
+        return self._rows(texts, pairs, enc, self.run_encoded(enc, trace, thresholds), trace)
 
-    def _rows(self, texts: list[str], enc: dict[str, np.ndarray], out: Results, trace: bool
-              ) -> list[dict[str, Any]]:
-        """``texts``: what the ``empty`` flag looks at (a pair's two sentences joined)."""
+    def _rows(self, texts: list[str], pairs: list[str] | None, enc: dict[str, np.ndarray],
+              out: Results, trace: bool) -> list[dict[str, Any]]:
         labels = [self.label_names[k] for k in out.prediction.tolist()]
         probs = out.probs.astype(np.float64).round(6).tolist()  # whole arrays: no per-row numpy
         layers = out.layer.tolist()
@@ -173,7 +166,7 @@ class Predictor:
             row = {"label": labels[i], "probs": probs[i], "exit_layer": layers[i]}
             if traces is not None:
                 row["trace"] = traces[i, :layers[i]].tolist()
-            if not text.strip():
+            if not text.strip() and (pairs is None or not pairs[i].strip()):
                 row["empty"] = True
             if enc["truncated"][i]:
                 row["truncated"] = True
@@ -230,9 +223,8 @@ class Predictor:
 
     def _flush(self, buffer: list[str | BadInput], enc: dict[str, np.ndarray] | None,
                out: Results | None, trace: bool) -> Iterator[dict[str, Any]]:
-        good = [item if isinstance(item, str) else "".join(item)
-                for item in buffer if not isinstance(item, BadInput)]
-        rows = iter(self._rows(good, enc, out, trace) if good else [])
+        good = [item for item in buffer if not isinstance(item, BadInput)]
+        rows = iter(self._rows(*_texts_and_pairs(good), enc, out, trace) if good else [])
         for item in buffer:
             if isinstance(item, BadInput):
                 yield {"label": None, "probs": None, "exit_layer": None, "error": str(item)}

@@ -321,10 +321,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     write_json(workdir / "model.json", {
         "encoder": dataclasses.asdict(model.config), "label_names": splits.label_names,
         "max_length": d.max_length, "buckets": buckets, "exit": config.exit.to_dict(),
-        # what serving must feed: "" single texts, else (text, pair) as in this column; and
-        # where infer.py looks in a table by default
-        "pair_column": d.pair_column if splits.train.pairs is not None else "",
-        "text_column": d.text_column if d.source in ("files", "hub") else "text",
         "data_stats": splits.stats, "data_digest": data_digest})
 
     spe = data_lib.steps_per_epoch(len(encoded["train"]), t.batch_size)

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import select
-import shutil
 import subprocess
 import sys
 import threading
@@ -149,14 +148,6 @@ def test_a_sentence_pair_checkpoint_is_served_pairs(pair_run, trained, tmp_path)
             batcher.submit(texts[0])  # refused at once, not in the worker
     with pytest.raises(ValueError, match="trained on single texts"):
         Predictor.from_workdir(trained[0]).predict(texts, pairs)
-
-    old = tmp_path / "old"  # a run from before model.json named its pair column
-    shutil.copytree(workdir, old)
-    meta = json.loads((old / "model.json").read_text())
-    del meta["pair_column"], meta["text_column"]
-    (old / "model.json").write_text(json.dumps(meta))
-    assert (Predictor.from_workdir(old).pair_column,
-            Predictor.from_workdir(old).text_column) == ("sentence2", "sentence1")
 
     # infer.py reads the checkpoint's columns by default, and tab-separated lines
     table_rows = tmp_path / "few.csv"
