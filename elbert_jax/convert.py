@@ -1,6 +1,7 @@
 """transformers checkpoints <-> elbert_jax parameters, both ways.
 
 Reads ``AlbertModel``/``AlbertForSequenceClassification``/``BertModel``/``BertForSequenceClassification``
+and ``RobertaModel``/``RobertaForSequenceClassification``/``RobertaForMaskedLM`` (DistilRoBERTa too)
 folders (``.safetensors``, sharded or not, or ``pytorch_model.bin``) from a local path or the hub, and
 writes a folder that ``AutoModelForSequenceClassification`` loads with logits equal to our last exit.
 The mapping is one table of names (``_LAYER_NAMES``); loading walks our own parameter template so
@@ -24,7 +25,7 @@ from elbert_jax.model import ElbertModel, EncoderConfig, Params, init_params
 
 log = logging.getLogger("elbert_jax")
 
-# our layer submodule -> (ALBERT name, BERT name), relative to one layer's prefix
+# our layer submodule -> (ALBERT name, BERT and RoBERTa name), relative to one layer's prefix
 _LAYER_NAMES = {
     "query": ("attention.query", "attention.self.query"),
     "key": ("attention.key", "attention.self.key"),
@@ -35,23 +36,32 @@ _LAYER_NAMES = {
     "ffn_output": ("ffn_output", "output.dense"),
     "output_layer_norm": ("full_layer_layer_norm", "output.LayerNorm"),
 }
-_POOLER = {"albert": "pooler", "bert": "pooler.dense"}
-# checkpoint keys that carry nothing we use (MLM/NSP heads, buffers)
-_IGNORED_PREFIXES = ("predictions.", "sop_classifier.", "cls.", "embeddings.position_ids",
-                     "embeddings.token_type_ids")
+# our exit head's pooler and classifier in each family. RoBERTa's classification head reads <s>
+# through its own dense + tanh; its pretrained ``pooler`` is not used by transformers' classifier
+# (RobertaForSequenceClassification has none), so it is not ours either.
+_POOLER = {"albert": "pooler", "bert": "pooler.dense", "roberta": "classifier.dense"}
+_CLASSIFIER = {"albert": "classifier", "bert": "classifier", "roberta": "classifier.out_proj"}
+# checkpoint keys that carry nothing we use (MLM/NSP heads, RoBERTa's unused pooler, buffers)
+_IGNORED_PREFIXES = ("predictions.", "sop_classifier.", "cls.", "lm_head.", "pooler.",
+                     "embeddings.position_ids", "embeddings.token_type_ids")
+_ARCHITECTURES = {"albert": "Albert", "bert": "Bert", "roberta": "Roberta"}
+# masked-LM head: (prefix of its bias and decoder, prefix of its dense and norm, the norm's name)
+_MLM_HEAD = {"albert": ("predictions.", "predictions.", "LayerNorm"),
+             "bert": ("cls.predictions.", "cls.predictions.transform.", "LayerNorm"),
+             "roberta": ("lm_head.", "lm_head.", "layer_norm")}
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                  "pytorch_model.bin.index.json")
 _HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer*",
-                 "spiece.model", "vocab.txt", "special_tokens_map.json"]
+                 "spiece.model", "vocab.txt", "vocab.json", "merges.txt", "special_tokens_map.json"]
 
 
 def config_from_hf(hf_config: Any, num_labels: int | None = None, **overrides: Any) -> EncoderConfig:
-    """EncoderConfig from a transformers ``AlbertConfig``/``BertConfig`` (or its dict)."""
+    """EncoderConfig from a transformers ``AlbertConfig``/``BertConfig``/``RobertaConfig`` or dict."""
     c = hf_config if isinstance(hf_config, Mapping) else hf_config.to_dict()
     model_type = c.get("model_type")
-    if model_type not in ("albert", "bert"):
-        raise ValueError(f"model_type={model_type!r} is not supported: elbert_jax loads ALBERT and "
-                         "BERT checkpoints (RoBERTa-style position ids differ)")
+    if model_type not in _ARCHITECTURES:
+        raise ValueError(f"model_type={model_type!r} is not supported: elbert_jax loads ALBERT, BERT "
+                         "and RoBERTa checkpoints")
     if c.get("position_embedding_type", "absolute") != "absolute":
         raise ValueError(f"position_embedding_type={c['position_embedding_type']!r} is not supported "
                          "(only 'absolute')")
@@ -84,7 +94,7 @@ def config_from_hf(hf_config: Any, num_labels: int | None = None, **overrides: A
         type_vocab_size=c.get("type_vocab_size", 2),
         layer_norm_eps=c.get("layer_norm_eps", 1e-12),
         initializer_range=c.get("initializer_range", 0.02),
-        pad_token_id=c.get("pad_token_id") or 0,
+        pad_token_id=c.get("pad_token_id") or (1 if model_type == "roberta" else 0),
         num_labels=num_labels,
     )
     fields.update(overrides)
@@ -117,8 +127,10 @@ def config_to_hf(config: EncoderConfig, label_names: Sequence[str] | None = None
             embedding_size=config.embedding_size, num_hidden_groups=config.groups, inner_group_num=1,
             classifier_dropout_prob=config.classifier_dropout_prob,
             architectures=["AlbertForSequenceClassification"], **common)
-    return transformers.BertConfig(classifier_dropout=config.classifier_dropout_prob,
-                                   architectures=["BertForSequenceClassification"], **common)
+    family = _ARCHITECTURES[config.model_type]
+    return getattr(transformers, family + "Config")(
+        classifier_dropout=config.classifier_dropout_prob,
+        architectures=[family + "ForSequenceClassification"], **common)
 
 
 def _hf_name(config: EncoderConfig, path: tuple[str, ...], index: int | None) -> tuple[str, str]:
@@ -145,12 +157,12 @@ def _hf_name(config: EncoderConfig, path: tuple[str, ...], index: int | None) ->
     if top == "exits":
         if module[-1] == "pooler":
             return f"{_POOLER[config.model_type]}.{suffix}", how
-        return f"classifier.{suffix}", how
+        return f"{_CLASSIFIER[config.model_type]}.{suffix}", how
     raise KeyError(path)
 
 
 def _normalise_keys(state: Mapping[str, np.ndarray], model_type: str) -> dict[str, np.ndarray]:
-    """Strips the ``albert.``/``bert.`` prefix and maps legacy ``gamma``/``beta`` names."""
+    """Strips the ``albert.``/``bert.``/``roberta.`` prefix and maps legacy ``gamma``/``beta`` names."""
     out = {}
     for key, value in state.items():
         if key.startswith(model_type + "."):
@@ -236,15 +248,12 @@ def state_dict_from_params(config: EncoderConfig, params: Params) -> dict[str, n
 
 def mlm_head_names(config: EncoderConfig) -> dict[tuple[str, ...], str]:
     """Our masked-LM head's parameter paths (``pretrain.MaskedLMHead``) and their keys in
-    transformers' ``AlbertForMaskedLM``/``BertForMaskedLM``. Their decoder weight is the word
-    embedding table (tied) and their decoder bias is ``bias`` again."""
-    if config.model_type == "albert":
-        prefix = transform = "predictions."
-    else:
-        prefix, transform = "cls.predictions.", "cls.predictions.transform."
+    transformers' ``AlbertForMaskedLM``/``BertForMaskedLM``/``RobertaForMaskedLM``. Their decoder
+    weight is the word embedding table (tied) and their decoder bias is ``bias`` again."""
+    prefix, transform, norm = _MLM_HEAD[config.model_type]
     return {("dense", "kernel"): transform + "dense.weight", ("dense", "bias"): transform + "dense.bias",
-            ("LayerNorm", "scale"): transform + "LayerNorm.weight",
-            ("LayerNorm", "bias"): transform + "LayerNorm.bias", ("bias",): prefix + "bias"}
+            ("LayerNorm", "scale"): f"{transform}{norm}.weight",
+            ("LayerNorm", "bias"): f"{transform}{norm}.bias", ("bias",): prefix + "bias"}
 
 
 def mlm_head_from_state_dict(config: EncoderConfig, state: Mapping[str, np.ndarray], init: Params
@@ -276,7 +285,7 @@ def mlm_head_state_dict(config: EncoderConfig, head: Params, word_embeddings: np
     for path, key in mlm_head_names(config).items():
         value = np.asarray(flat[path], np.float32)
         state[key] = np.ascontiguousarray(value.T if path[-1] == "kernel" else value)
-    prefix = "predictions." if config.model_type == "albert" else "cls.predictions."
+    prefix = _MLM_HEAD[config.model_type][0]
     state[prefix + "decoder.weight"] = np.asarray(word_embeddings, np.float32)
     state[prefix + "decoder.bias"] = state[prefix + "bias"]
     return state
@@ -339,7 +348,7 @@ def load_pretrained(name_or_path: str | os.PathLike, num_labels: int | None = No
                     seed: int = 0, new_head: bool = False,
                     checkpoint: tuple[Any, dict[str, np.ndarray], Path] | None = None,
                     **config_overrides: Any) -> tuple[ElbertModel, Params]:
-    """Model and float32 params from a transformers ALBERT/BERT checkpoint (folder or hub id).
+    """Model and float32 params from a transformers ALBERT/BERT/RoBERTa checkpoint (folder or hub id).
 
     ``num_labels`` defaults to the checkpoint's label count; a checkpoint whose classifier has a
     different count is refused (its head would be meaningless) unless ``new_head`` asks for a
@@ -351,9 +360,11 @@ def load_pretrained(name_or_path: str | os.PathLike, num_labels: int | None = No
     """
     hf_config, state, folder = checkpoint or read_checkpoint(name_or_path)
     config = config_from_hf(hf_config, num_labels, **config_overrides)
-    labels = state["classifier.weight"].shape[0] if "classifier.weight" in state else None
-    if new_head:
-        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    prefix = _CLASSIFIER[config.model_type] + "."  # classifier keys carry no model prefix
+    weight = state.get(prefix + "weight")
+    labels = weight.shape[0] if weight is not None else None
+    if new_head:  # a fresh classifier; the pooler (RoBERTa: the head's dense layer) stays
+        state = {k: v for k, v in state.items() if not k.startswith(prefix)}
     elif labels is not None and labels != config.num_labels:
         names = list((hf_config.to_dict().get("id2label") or {}).values())
         raise ValueError(f"{folder}: the checkpoint's classifier has num_labels={labels} {names} "

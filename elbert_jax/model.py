@@ -1,4 +1,5 @@
-"""The ELBERT encoder: ALBERT (shared layer) or BERT-family (unshared layers) with one exit per layer.
+"""The ELBERT encoder: ALBERT (shared layer) or BERT-family (BERT, RoBERTa: unshared layers) with one
+exit per layer.
 
 One module serves both families. The layer stack is two nested ``nn.scan``s: an outer scan over the
 ``G`` hidden groups whose weights are stacked on a leading axis (``variable_axes``), and an inner scan
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 Array = jax.Array
 Params = Any
 
-MODEL_TYPES = ("albert", "bert")
+MODEL_TYPES = ("albert", "bert", "roberta")
 ACTIVATIONS = {
     "gelu": functools.partial(jax.nn.gelu, approximate=False),
     "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
@@ -92,8 +93,9 @@ class EncoderConfig:
         errors = []
         if self.model_type not in MODEL_TYPES:
             errors.append(f"model_type={self.model_type!r} is not one of {MODEL_TYPES}")
-        if self.model_type == "bert" and self.embedding_size not in (None, self.hidden_size):
-            errors.append("model_type='bert' has no factorised embeddings: embedding_size must be None")
+        if self.model_type != "albert" and self.embedding_size not in (None, self.hidden_size):
+            errors.append(f"model_type={self.model_type!r} has no factorised embeddings: "
+                          "embedding_size must be None")
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                      "intermediate_size", "max_position_embeddings", "type_vocab_size", "num_labels"):
             value = getattr(self, name)
@@ -223,8 +225,22 @@ def attention_bias(attention_mask: Array) -> Array:
     return attention_mask.astype(bool)[:, None, None, :]
 
 
+def position_ids(config: EncoderConfig, input_ids: Array) -> Array:
+    """0, 1, 2, ... for ALBERT and BERT. RoBERTa (after fairseq) numbers the non-padding tokens
+    from ``pad_token_id + 1`` and gives padding ``pad_token_id``, so its positions depend on where
+    the padding is, as in transformers' ``create_position_ids_from_input_ids``."""
+    seq_len = input_ids.shape[-1]
+    if config.model_type != "roberta":
+        return jnp.arange(seq_len)[None, :]
+    real = (input_ids != config.pad_token_id).astype(jnp.int32)
+    return jnp.cumsum(real, axis=-1) * real + config.pad_token_id
+
+
 class Embeddings(nn.Module):
-    """Word + position + token-type embeddings, LayerNorm, dropout; ALBERT then maps E -> H."""
+    """Word + position + token-type embeddings, LayerNorm, dropout; ALBERT then maps E -> H.
+
+    A model with one token type (RoBERTa) reads type 0 everywhere: its tokenizer gives no types,
+    and the second segment of a pair that ours marks 1 is type 0 to it."""
 
     config: EncoderConfig
 
@@ -233,12 +249,16 @@ class Embeddings(nn.Module):
         cfg = self.config
         width = cfg.embedding_size or cfg.hidden_size
         seq_len = input_ids.shape[-1]
-        if seq_len > cfg.max_position_embeddings:
+        offset = cfg.pad_token_id + 1 if cfg.model_type == "roberta" else 0
+        if seq_len + offset > cfg.max_position_embeddings:
             raise ValueError(f"sequence length {seq_len} exceeds max_position_embeddings="
-                             f"{cfg.max_position_embeddings}")
+                             f"{cfg.max_position_embeddings}"
+                             + (f" less the {offset} positions RoBERTa reserves" if offset else ""))
+        if cfg.type_vocab_size == 1:
+            token_type_ids = jnp.zeros_like(input_ids)
         x = _embed(cfg, cfg.vocab_size, width, "word_embeddings")(input_ids)
         x = x + _embed(cfg, cfg.max_position_embeddings, width, "position_embeddings")(
-            jnp.arange(seq_len)[None, :])
+            position_ids(cfg, input_ids))
         x = x + _embed(cfg, cfg.type_vocab_size, width, "token_type_embeddings")(token_type_ids)
         x = _layer_norm(cfg, "LayerNorm")(x)
         x = nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
@@ -383,13 +403,19 @@ class LayerStack(nn.Module):
 
 
 class ExitHead(nn.Module):
-    """Pooler (Linear H->H + tanh on [CLS]) -> dropout -> Linear H->K, as in *ForSequenceClassification."""
+    """Pooler (Linear H->H + tanh on [CLS]) -> dropout -> Linear H->K: *ForSequenceClassification.
+
+    RoBERTa's classification head is the same with a dropout in front as well (its ``dense`` and
+    ``out_proj`` are our ``pooler`` and ``classifier``)."""
 
     config: EncoderConfig
 
     @nn.compact
     def __call__(self, cls_hidden: Array, deterministic: bool = True) -> Array:
         cfg = self.config
+        if cfg.model_type == "roberta":
+            cls_hidden = nn.Dropout(cfg.classifier_dropout_prob)(cls_hidden,
+                                                                 deterministic=deterministic)
         pooled = jnp.tanh(_dense(cfg, cfg.hidden_size, "pooler")(cls_hidden))
         pooled = nn.Dropout(cfg.classifier_dropout_prob)(pooled, deterministic=deterministic)
         return _dense(cfg, cfg.num_labels, "classifier")(pooled).astype(jnp.float32)

@@ -40,7 +40,7 @@ def compare_with_transformers(folder: str | os.PathLike, batch: dict[str, np.nda
     model, params = load_pretrained(folder, **load_kwargs)
     reference = transformers.AutoModelForSequenceClassification.from_pretrained(
         folder, num_labels=model.config.num_labels, dtype=torch.float32).eval()
-    has_head = any(k.endswith("classifier.weight") for k in read_state_dict(folder))
+    has_head = any(k.startswith("classifier.") for k in read_state_dict(folder))
     if not has_head:
         state = {k: v.numpy() for k, v in reference.state_dict().items()}
         params = {**params, "exits": params_from_state_dict(model.config, state)[0]["exits"]}

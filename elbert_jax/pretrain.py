@@ -54,8 +54,8 @@ RECORD = "pretraining.json"
 
 
 class MaskedLMHead(nn.Module):
-    """transformers' masked-LM head: Dense (to E for ALBERT, H for BERT), activation, LayerNorm,
-    then the word embedding table as the decoder (tied) plus a bias."""
+    """transformers' masked-LM head: Dense (to E for ALBERT, H for BERT and RoBERTa), activation,
+    LayerNorm, then the word embedding table as the decoder (tied) plus a bias."""
 
     config: EncoderConfig
 
@@ -63,7 +63,8 @@ class MaskedLMHead(nn.Module):
     def __call__(self, hidden: jax.Array, word_embeddings: jax.Array) -> jax.Array:
         cfg = self.config
         x = _dense(cfg, cfg.embedding_size or cfg.hidden_size, "dense")(hidden)
-        x = _layer_norm(cfg, "LayerNorm")(ACTIVATIONS[cfg.hidden_act](x))
+        act = "gelu" if cfg.model_type == "roberta" else cfg.hidden_act  # RobertaLMHead's fixed GELU
+        x = _layer_norm(cfg, "LayerNorm")(ACTIVATIONS[act](x))
         bias = self.param("bias", nn.initializers.zeros_init(), (cfg.vocab_size,), jnp.float32)
         logits = jnp.einsum("...e,ve->...v", x, word_embeddings.astype(x.dtype),
                             preferred_element_type=jnp.float32)

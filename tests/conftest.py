@@ -43,7 +43,7 @@ def save_random_hf(folder: Path, kind: str, *, head: bool | str = True, seed: in
     import transformers
 
     torch.manual_seed(seed)
-    prefix = "Albert" if kind == "albert" else "Bert"
+    prefix = {"albert": "Albert", "bert": "Bert", "roberta": "Roberta"}[kind]
     cfg = getattr(transformers, prefix + "Config")(**config)
     suffix = {True: "ForSequenceClassification", False: "Model", "mlm": "ForMaskedLM"}[head]
     model = getattr(transformers, prefix + suffix)(cfg)
@@ -55,10 +55,28 @@ def save_random_hf(folder: Path, kind: str, *, head: bool | str = True, seed: in
     return folder
 
 
+def save_roberta_tokenizer(folder: Path) -> Path:
+    """A small byte-level BPE tokenizer of RoBERTa's kind (``<s> A </s></s> B </s>``, padding id 1,
+    no token types): the 256 byte symbols and a few merges, saved with ``save_pretrained``."""
+    import transformers
+    from tokenizers import pre_tokenizers
+
+    merges = [("Ġ", "t"), ("Ġ", "s"), ("Ġ", "p"), ("e", "r"), ("i", "n"), ("Ġt", "h"), ("o", "f"),
+              ("Ġp", "r"), ("Ġpr", "of"), ("e", "s")]
+    pieces = (["<s>", "<pad>", "</s>", "<unk>"] + sorted(pre_tokenizers.ByteLevel.alphabet())
+              + ["".join(m) for m in merges] + ["<mask>"])
+    tokenizer = transformers.RobertaTokenizer(vocab={p: i for i, p in enumerate(pieces)},
+                                              merges=merges)
+    tokenizer.save_pretrained(folder)
+    return Path(folder)
+
+
 TINY_ALBERT = dict(vocab_size=99, embedding_size=16, hidden_size=32, num_hidden_layers=3,
                    num_attention_heads=4, intermediate_size=37, max_position_embeddings=64)
 TINY_BERT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
                  intermediate_size=37, max_position_embeddings=64)
+# RoBERTa: one token type, padding id 1, positions numbered from 2 (hence 64 + 2 of them)
+TINY_ROBERTA = dict(TINY_BERT, type_vocab_size=1, pad_token_id=1, max_position_embeddings=66)
 
 
 @pytest.fixture(scope="session")

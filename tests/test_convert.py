@@ -8,7 +8,8 @@ import logging
 import numpy as np
 import pytest
 
-from conftest import ALBERT_TOKENIZER, MINILM, TINY_ALBERT, TINY_BERT, save_random_hf, shared_path
+from conftest import (ALBERT_TOKENIZER, MINILM, TINY_ALBERT, TINY_BERT, TINY_ROBERTA, save_random_hf,
+                      shared_path)
 from elbert_jax import (EncoderConfig, config_from_hf, init_params, load_pretrained,
                         params_from_state_dict, read_state_dict, save_pretrained,
                         state_dict_from_params)
@@ -20,9 +21,9 @@ from elbert_jax.parity import compare_with_transformers, random_batch  # noqa: E
 TOL = 1e-5
 
 
-def assert_parity(folder, vocab_size, **load_kwargs):
-    diffs = compare_with_transformers(folder, random_batch(vocab_size, batch=4, seq_len=12),
-                                      **load_kwargs)
+def assert_parity(folder, vocab_size, batch=None, **load_kwargs):
+    batch = batch or random_batch(vocab_size, batch=4, seq_len=12)
+    diffs = compare_with_transformers(folder, batch, **load_kwargs)
     assert diffs["hidden_states"] <= TOL, diffs
     assert diffs["logits"] <= TOL, diffs
     return diffs
@@ -54,6 +55,52 @@ def test_albert_inner_groups_refused(tmp_path):
 def test_bert_parity(tmp_path, num_labels):
     folder = save_random_hf(tmp_path, "bert", num_labels=num_labels, **TINY_BERT)
     assert_parity(folder, TINY_BERT["vocab_size"])
+
+
+def roberta_batch(seq_len=12):
+    """Padding id 1 (RoBERTa's), one token type: transformers' RoBERTa refuses type 1."""
+    return random_batch(TINY_ROBERTA["vocab_size"], batch=4, seq_len=seq_len,
+                        pad_token_id=TINY_ROBERTA["pad_token_id"], pairs=False)
+
+
+@pytest.mark.parametrize("num_labels", [2, 5])
+def test_roberta_parity(tmp_path, num_labels):
+    """Padded rows of different lengths: RoBERTa numbers positions from pad + 1 and gives padding
+    the pad position, which the hidden states at every position (padding included) compare."""
+    folder = save_random_hf(tmp_path, "roberta", num_labels=num_labels, **TINY_ROBERTA)
+    model, params = load_pretrained(folder)
+    assert model.config.model_type == "roberta" and model.config.pad_token_id == 1
+    assert_parity(folder, TINY_ROBERTA["vocab_size"], roberta_batch())
+    # our tokenizer marks a pair's second segment type 1; a one-type model reads it as type 0
+    batch = roberta_batch()
+    types = random_batch(TINY_ROBERTA["vocab_size"], batch=4, seq_len=12)["token_type_ids"]
+    assert types.any()
+    logits = [model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
+                          t).exit_logits for t in (batch["token_type_ids"], types)]
+    np.testing.assert_array_equal(*logits)
+    with pytest.raises(ValueError, match="less the 2 positions RoBERTa reserves"):
+        model.apply({"params": params}, np.ones((1, 65), np.int32))  # 65 + 2 > 66 positions
+
+
+def test_roberta_bare_model_and_new_head(tmp_path, caplog):
+    """A RobertaModel's pooler is not RobertaForSequenceClassification's head (transformers starts
+    that afresh), so neither is it ours: the head is initialised, the pooler is not 'unused'."""
+    folder = save_random_hf(tmp_path / "bare", "roberta", head=False, **TINY_ROBERTA)
+    assert "pooler.dense.weight" in read_state_dict(folder)  # a bare model's keys have no prefix
+    with caplog.at_level(logging.WARNING, logger="elbert_jax"):
+        load_pretrained(folder, num_labels=3)
+    assert "classifier.dense.weight, classifier.dense.bias, classifier.out_proj.weight" in caplog.text
+    assert "not used" not in caplog.text
+    assert_parity(folder, TINY_ROBERTA["vocab_size"], roberta_batch(), num_labels=3)
+    # new_head: a fresh out_proj for other labels; the head's dense layer (our pooler) is kept
+    tuned = save_random_hf(tmp_path / "tuned", "roberta", num_labels=3, **TINY_ROBERTA)
+    with pytest.raises(ValueError, match="num_labels=3"):
+        load_pretrained(tuned, num_labels=2)
+    _, params = load_pretrained(tuned, num_labels=2, new_head=True)
+    state = read_state_dict(tuned)
+    head = params["exits"]["head"]
+    np.testing.assert_array_equal(head["pooler"]["kernel"], state["classifier.dense.weight"].T)
+    assert head["classifier"]["kernel"].shape == (32, 2)
 
 
 def test_albert_base_v2_architecture_parity(tmp_path):
@@ -111,8 +158,8 @@ def test_missing_encoder_key_is_an_error(tmp_path):
 
 
 def test_unsupported_model_type(tmp_path):
-    with pytest.raises(ValueError, match="roberta"):
-        config_from_hf({"model_type": "roberta"})
+    with pytest.raises(ValueError, match="'distilbert' is not supported: elbert_jax loads ALBERT"):
+        config_from_hf({"model_type": "distilbert"})
 
 
 def test_per_layer_heads_start_from_pretrained_head(tmp_path):
@@ -158,19 +205,23 @@ def jax_leaves(tree):
     return jax.tree.leaves(tree)
 
 
-@pytest.mark.parametrize("model_type,extra", [("albert", {}), ("albert", {"num_hidden_groups": 3}),
-                                              ("bert", {}), ("bert", {"head_per_layer": True})])
+@pytest.mark.parametrize("model_type,extra", [
+    ("albert", {}), ("albert", {"num_hidden_groups": 3}), ("bert", {}),
+    ("bert", {"head_per_layer": True}),
+    ("roberta", {"type_vocab_size": 1, "pad_token_id": 1, "max_position_embeddings": 66})])
 def test_export_round_trip(tmp_path, model_type, extra):
     """Our params -> transformers folder -> transformers logits == our last exit."""
-    config = EncoderConfig(model_type=model_type, vocab_size=99, hidden_size=32,
-                           embedding_size=16 if model_type == "albert" else None,
-                           num_hidden_layers=3, num_attention_heads=4, intermediate_size=37,
-                           max_position_embeddings=64, num_labels=3, **extra)
+    config = EncoderConfig(**{**dict(model_type=model_type, vocab_size=99, hidden_size=32,
+                                     embedding_size=16 if model_type == "albert" else None,
+                                     num_hidden_layers=3, num_attention_heads=4,
+                                     intermediate_size=37, max_position_embeddings=64,
+                                     num_labels=3), **extra})
     params = init_params(config, seed=1)
     folder = save_pretrained(tmp_path, config, params, label_names=["negative", "neutral", "positive"])
     reloaded = transformers.AutoModelForSequenceClassification.from_pretrained(folder).eval()
     assert reloaded.config.id2label[2] == "positive"
-    batch = random_batch(99)
+    assert type(reloaded).__name__.lower().startswith(model_type)
+    batch = random_batch(99, pad_token_id=config.pad_token_id, pairs=config.type_vocab_size > 1)
     from elbert_jax import ElbertModel
 
     ours = ElbertModel(config).apply({"params": params}, batch["input_ids"],

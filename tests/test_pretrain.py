@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from conftest import TINY_ALBERT, TINY_BERT, save_random_hf
+from conftest import TINY_ALBERT, TINY_BERT, TINY_ROBERTA, save_random_hf
 from elbert_jax import config as config_lib
 from elbert_jax import convert, pretrain, training
 from elbert_jax import data as data_lib
@@ -34,7 +34,9 @@ def _hf_logits(model, batch: dict, positions: np.ndarray) -> np.ndarray:
     return np.take_along_axis(out, positions[..., None], axis=1)
 
 
-@pytest.mark.parametrize("kind,sizes", [("albert", TINY_ALBERT), ("bert", TINY_BERT)])
+@pytest.mark.parametrize("kind,sizes", [("albert", TINY_ALBERT), ("bert", TINY_BERT),
+                                        ("roberta", dict(TINY_ROBERTA, hidden_act="gelu_new",
+                                                         initializer_range=0.5))])
 def test_masked_lm_matches_transformers_both_ways(tmp_path, kind, sizes):
     """Logits at chosen positions equal transformers' *ForMaskedLM's (fp32), after loading its
     checkpoint and after our export is loaded back by transformers."""
@@ -42,7 +44,8 @@ def test_masked_lm_matches_transformers_both_ways(tmp_path, kind, sizes):
     folder = save_random_hf(tmp_path / "hf", kind, head="mlm", **sizes)
     model, params, exit_head, imported = pretrain.load_masked_lm(folder)
     assert imported
-    batch = random_batch(sizes["vocab_size"], batch=4, seq_len=12)
+    batch = random_batch(sizes["vocab_size"], batch=4, seq_len=12,
+                         pad_token_id=sizes.get("pad_token_id", 0), pairs=kind != "roberta")
     batch = {k: np.asarray(v) for k, v in batch.items()}
     positions = _positions(batch)
     ours = np.asarray(pretrain.masked_lm_logits(model, params, {**batch, "positions": positions}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import ALBERT_TOKENIZER, MINILM, shared_path
+from conftest import ALBERT_TOKENIZER, MINILM, save_roberta_tokenizer, shared_path
 from elbert_jax import load_tokenizer
 
 TEXTS = [
@@ -33,6 +33,29 @@ def test_same_ids_as_transformers(folder):
         n = int(batch["attention_mask"][row].sum())
         assert batch["input_ids"][row, :n].tolist() == expected
         assert (batch["input_ids"][row, n:] == ours.pad_token_id).all()
+
+
+def test_roberta_byte_level_bpe_as_transformers(tmp_path):
+    """RoBERTa's kind: byte-level BPE, pairs as <s> A </s></s> B </s>, padding id 1; ids and
+    truncation flags as transformers gives them, singles and pairs cut longest first."""
+    import transformers
+
+    folder = save_roberta_tokenizer(tmp_path)
+    ours = load_tokenizer(folder)
+    theirs = transformers.AutoTokenizer.from_pretrained(str(folder))
+    assert ours.pad_token_id == 1 and ours._backend(64) is not None  # the Rust path
+    pairs = list(reversed(TEXTS))
+    for pair in (None, pairs):  # batched, as ours is (one "" pair is then a pair, not None)
+        full = [len(ids) for ids in theirs(TEXTS, pair)["input_ids"]]
+        for max_length in (16, 64):
+            batch = ours(TEXTS, pair, max_length=max_length)
+            expected = theirs(TEXTS, pair, truncation=True, max_length=max_length)["input_ids"]
+            for row, ids in enumerate(expected):
+                n = int(batch["attention_mask"][row].sum())
+                assert batch["input_ids"][row, :n].tolist() == ids
+                assert (batch["input_ids"][row, n:] == 1).all()
+            assert batch["truncated"].tolist() == [n > max_length for n in full]
+            assert batch["truncated"].any() and not batch["truncated"].all()
 
 
 def test_albert_ids_match_sentencepiece():
