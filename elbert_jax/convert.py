@@ -1,7 +1,7 @@
 """transformers checkpoints <-> elbert_jax parameters, both ways.
 
 Reads ``AlbertModel``/``AlbertForSequenceClassification``/``BertModel``/``BertForSequenceClassification``
-and ``RobertaModel``/``RobertaForSequenceClassification``/``RobertaForMaskedLM`` (DistilRoBERTa too)
+and their RoBERTa (DistilRoBERTa too) and DistilBERT equivalents
 folders (``.safetensors``, sharded or not, or ``pytorch_model.bin``) from a local path or the hub, and
 writes a folder that ``AutoModelForSequenceClassification`` loads with logits equal to our last exit.
 The mapping is one table of names (``_LAYER_NAMES``); loading walks our own parameter template so
@@ -25,30 +25,54 @@ from elbert_jax.model import ElbertModel, EncoderConfig, Params, init_params
 
 log = logging.getLogger("elbert_jax")
 
-# our layer submodule -> (ALBERT name, BERT and RoBERTa name), relative to one layer's prefix
+# our layer submodule -> (ALBERT name, BERT and RoBERTa name, DistilBERT name), relative to one
+# layer's prefix (_LAYER_PREFIX)
 _LAYER_NAMES = {
-    "query": ("attention.query", "attention.self.query"),
-    "key": ("attention.key", "attention.self.key"),
-    "value": ("attention.value", "attention.self.value"),
-    "attention_output": ("attention.dense", "attention.output.dense"),
-    "attention_layer_norm": ("attention.LayerNorm", "attention.output.LayerNorm"),
-    "ffn": ("ffn", "intermediate.dense"),
-    "ffn_output": ("ffn_output", "output.dense"),
-    "output_layer_norm": ("full_layer_layer_norm", "output.LayerNorm"),
+    "query": ("attention.query", "attention.self.query", "attention.q_lin"),
+    "key": ("attention.key", "attention.self.key", "attention.k_lin"),
+    "value": ("attention.value", "attention.self.value", "attention.v_lin"),
+    "attention_output": ("attention.dense", "attention.output.dense", "attention.out_lin"),
+    "attention_layer_norm": ("attention.LayerNorm", "attention.output.LayerNorm", "sa_layer_norm"),
+    "ffn": ("ffn", "intermediate.dense", "ffn.lin1"),
+    "ffn_output": ("ffn_output", "output.dense", "ffn.lin2"),
+    "output_layer_norm": ("full_layer_layer_norm", "output.LayerNorm", "output_layer_norm"),
 }
+_LAYER_COLUMN = {"albert": 0, "bert": 1, "roberta": 1, "distilbert": 2}
+_LAYER_PREFIX = {"albert": "encoder.albert_layer_groups.{}.albert_layers.0.",
+                 "bert": "encoder.layer.{}.", "roberta": "encoder.layer.{}.",
+                 "distilbert": "transformer.layer.{}."}
 # our exit head's pooler and classifier in each family. RoBERTa's classification head reads <s>
 # through its own dense + tanh; its pretrained ``pooler`` is not used by transformers' classifier
-# (RobertaForSequenceClassification has none), so it is not ours either.
-_POOLER = {"albert": "pooler", "bert": "pooler.dense", "roberta": "classifier.dense"}
-_CLASSIFIER = {"albert": "classifier", "bert": "classifier", "roberta": "classifier.out_proj"}
+# (RobertaForSequenceClassification has none), so it is not ours either. DistilBERT's
+# ``pre_classifier`` (dense + ReLU) is its pooler.
+_POOLER = {"albert": "pooler", "bert": "pooler.dense", "roberta": "classifier.dense",
+           "distilbert": "pre_classifier"}
+_CLASSIFIER = {"albert": "classifier", "bert": "classifier", "roberta": "classifier.out_proj",
+               "distilbert": "classifier"}
+_OUTSIDE_THE_ENCODER = ("classifier.", "pre_classifier.")  # keys without the model's prefix
 # checkpoint keys that carry nothing we use (MLM/NSP heads, RoBERTa's unused pooler, buffers)
 _IGNORED_PREFIXES = ("predictions.", "sop_classifier.", "cls.", "lm_head.", "pooler.",
+                     "vocab_transform.", "vocab_layer_norm.", "vocab_projector.",
                      "embeddings.position_ids", "embeddings.token_type_ids")
-_ARCHITECTURES = {"albert": "Albert", "bert": "Bert", "roberta": "Roberta"}
-# masked-LM head: (prefix of its bias and decoder, prefix of its dense and norm, the norm's name)
-_MLM_HEAD = {"albert": ("predictions.", "predictions.", "LayerNorm"),
-             "bert": ("cls.predictions.", "cls.predictions.transform.", "LayerNorm"),
-             "roberta": ("lm_head.", "lm_head.", "layer_norm")}
+_ARCHITECTURES = {"albert": "Albert", "bert": "Bert", "roberta": "Roberta", "distilbert": "DistilBert"}
+# masked-LM head: its dense layer, its norm, its output bias, the decoder's weight (the word
+# embeddings, tied) and the decoder's bias (the output bias again; DistilBERT has only the one)
+_MLM_HEAD = {
+    "albert": ("predictions.dense", "predictions.LayerNorm", "predictions.bias",
+               "predictions.decoder.weight", "predictions.decoder.bias"),
+    "bert": ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
+             "cls.predictions.bias", "cls.predictions.decoder.weight", "cls.predictions.decoder.bias"),
+    "roberta": ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias", "lm_head.decoder.weight",
+                "lm_head.decoder.bias"),
+    "distilbert": ("vocab_transform", "vocab_layer_norm", "vocab_projector.bias",
+                   "vocab_projector.weight", None),
+}
+# DistilBertConfig's names for the fields that BertConfig names as EncoderConfig does
+_DISTILBERT_NAMES = {"dim": "hidden_size", "n_layers": "num_hidden_layers",
+                     "n_heads": "num_attention_heads", "hidden_dim": "intermediate_size",
+                     "activation": "hidden_act", "dropout": "hidden_dropout_prob",
+                     "attention_dropout": "attention_probs_dropout_prob",
+                     "seq_classif_dropout": "classifier_dropout"}
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                  "pytorch_model.bin.index.json")
 _HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer*",
@@ -56,12 +80,18 @@ _HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json",
 
 
 def config_from_hf(hf_config: Any, num_labels: int | None = None, **overrides: Any) -> EncoderConfig:
-    """EncoderConfig from a transformers ``AlbertConfig``/``BertConfig``/``RobertaConfig`` or dict."""
+    """EncoderConfig from a transformers ALBERT, BERT, RoBERTa or DistilBERT config (or its dict)."""
     c = hf_config if isinstance(hf_config, Mapping) else hf_config.to_dict()
     model_type = c.get("model_type")
     if model_type not in _ARCHITECTURES:
-        raise ValueError(f"model_type={model_type!r} is not supported: elbert_jax loads ALBERT, BERT "
-                         "and RoBERTa checkpoints")
+        raise ValueError(f"model_type={model_type!r} is not supported: elbert_jax loads ALBERT, BERT, "
+                         "RoBERTa and DistilBERT checkpoints")
+    if model_type == "distilbert":
+        if c.get("sinusoidal_pos_embds"):
+            raise ValueError("sinusoidal_pos_embds=True is not supported: transformers keeps that "
+                             "DistilBERT position table fixed, where ours would train it")
+        c = {**c, **{ours: c[theirs] for theirs, ours in _DISTILBERT_NAMES.items() if theirs in c},
+             "type_vocab_size": 1, "layer_norm_eps": 1e-12}  # no token types; a fixed epsilon
     if c.get("position_embedding_type", "absolute") != "absolute":
         raise ValueError(f"position_embedding_type={c['position_embedding_type']!r} is not supported "
                          "(only 'absolute')")
@@ -127,6 +157,16 @@ def config_to_hf(config: EncoderConfig, label_names: Sequence[str] | None = None
             embedding_size=config.embedding_size, num_hidden_groups=config.groups, inner_group_num=1,
             classifier_dropout_prob=config.classifier_dropout_prob,
             architectures=["AlbertForSequenceClassification"], **common)
+    if config.model_type == "distilbert":
+        if config.layer_norm_eps != 1e-12:
+            raise ValueError(f"layer_norm_eps={config.layer_norm_eps} cannot be exported: "
+                             "DistilBERT's is fixed at 1e-12")
+        names = {ours: theirs for theirs, ours in _DISTILBERT_NAMES.items()}
+        fields = {names.get(k, k): v for k, v in common.items()
+                  if k not in ("type_vocab_size", "layer_norm_eps")}
+        fields[names["classifier_dropout"]] = config.classifier_dropout_prob
+        return transformers.DistilBertConfig(sinusoidal_pos_embds=False, **fields,
+                                             architectures=["DistilBertForSequenceClassification"])
     family = _ARCHITECTURES[config.model_type]
     return getattr(transformers, family + "Config")(
         classifier_dropout=config.classifier_dropout_prob,
@@ -139,7 +179,6 @@ def _hf_name(config: EncoderConfig, path: tuple[str, ...], index: int | None) ->
     ``index`` is the hidden group for layer parameters. Transforms: 'T' (Dense kernel, transposed),
     'id' (bias, LayerNorm scale/bias, embedding table).
     """
-    albert = config.model_type == "albert"
     *module, leaf = path
     suffix = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": "bias"}[leaf]
     how = "T" if leaf == "kernel" else "id"
@@ -149,11 +188,8 @@ def _hf_name(config: EncoderConfig, path: tuple[str, ...], index: int | None) ->
             return f"encoder.embedding_hidden_mapping_in.{suffix}", how
         return f"embeddings.{module[1]}.{suffix}", how
     if top == "encoder":
-        ours = module[-1]
-        name = _LAYER_NAMES[ours][0 if albert else 1]
-        prefix = (f"encoder.albert_layer_groups.{index}.albert_layers.0." if albert
-                  else f"encoder.layer.{index}.")
-        return f"{prefix}{name}.{suffix}", how
+        name = _LAYER_NAMES[module[-1]][_LAYER_COLUMN[config.model_type]]
+        return f"{_LAYER_PREFIX[config.model_type].format(index)}{name}.{suffix}", how
     if top == "exits":
         if module[-1] == "pooler":
             return f"{_POOLER[config.model_type]}.{suffix}", how
@@ -162,7 +198,7 @@ def _hf_name(config: EncoderConfig, path: tuple[str, ...], index: int | None) ->
 
 
 def _normalise_keys(state: Mapping[str, np.ndarray], model_type: str) -> dict[str, np.ndarray]:
-    """Strips the ``albert.``/``bert.``/``roberta.`` prefix and maps legacy ``gamma``/``beta`` names."""
+    """Strips the model's prefix (``bert.``, ...) and maps legacy ``gamma``/``beta`` names."""
     out = {}
     for key, value in state.items():
         if key.startswith(model_type + "."):
@@ -241,7 +277,7 @@ def state_dict_from_params(config: EncoderConfig, params: Params) -> dict[str, n
             key, how = _hf_name(config, path, index)
             v = value[index] if index is not None else value
             v = v.T if how == "T" else v
-            full = key if key.startswith("classifier.") else f"{config.model_type}.{key}"
+            full = key if key.startswith(_OUTSIDE_THE_ENCODER) else f"{config.model_type}.{key}"
             state[full] = np.ascontiguousarray(v)
     return state
 
@@ -250,10 +286,10 @@ def mlm_head_names(config: EncoderConfig) -> dict[tuple[str, ...], str]:
     """Our masked-LM head's parameter paths (``pretrain.MaskedLMHead``) and their keys in
     transformers' ``AlbertForMaskedLM``/``BertForMaskedLM``/``RobertaForMaskedLM``. Their decoder
     weight is the word embedding table (tied) and their decoder bias is ``bias`` again."""
-    prefix, transform, norm = _MLM_HEAD[config.model_type]
-    return {("dense", "kernel"): transform + "dense.weight", ("dense", "bias"): transform + "dense.bias",
-            ("LayerNorm", "scale"): f"{transform}{norm}.weight",
-            ("LayerNorm", "bias"): f"{transform}{norm}.bias", ("bias",): prefix + "bias"}
+    dense, norm, bias, _, _ = _MLM_HEAD[config.model_type]
+    return {("dense", "kernel"): dense + ".weight", ("dense", "bias"): dense + ".bias",
+            ("LayerNorm", "scale"): norm + ".weight", ("LayerNorm", "bias"): norm + ".bias",
+            ("bias",): bias}
 
 
 def mlm_head_from_state_dict(config: EncoderConfig, state: Mapping[str, np.ndarray], init: Params
@@ -285,9 +321,10 @@ def mlm_head_state_dict(config: EncoderConfig, head: Params, word_embeddings: np
     for path, key in mlm_head_names(config).items():
         value = np.asarray(flat[path], np.float32)
         state[key] = np.ascontiguousarray(value.T if path[-1] == "kernel" else value)
-    prefix = _MLM_HEAD[config.model_type][0]
-    state[prefix + "decoder.weight"] = np.asarray(word_embeddings, np.float32)
-    state[prefix + "decoder.bias"] = state[prefix + "bias"]
+    _, _, bias, decoder, decoder_bias = _MLM_HEAD[config.model_type]
+    state[decoder] = np.asarray(word_embeddings, np.float32)
+    if decoder_bias is not None:
+        state[decoder_bias] = state[bias]
     return state
 
 

@@ -1,5 +1,5 @@
-"""The ELBERT encoder: ALBERT (shared layer) or BERT-family (BERT, RoBERTa: unshared layers) with one
-exit per layer.
+"""The ELBERT encoder: ALBERT (shared layer) or BERT-family (BERT, RoBERTa, DistilBERT: unshared
+layers) with one exit per layer.
 
 One module serves both families. The layer stack is two nested ``nn.scan``s: an outer scan over the
 ``G`` hidden groups whose weights are stacked on a leading axis (``variable_axes``), and an inner scan
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 Array = jax.Array
 Params = Any
 
-MODEL_TYPES = ("albert", "bert", "roberta")
+MODEL_TYPES = ("albert", "bert", "roberta", "distilbert")
 ACTIVATIONS = {
     "gelu": functools.partial(jax.nn.gelu, approximate=False),
     "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
@@ -142,6 +142,11 @@ class EncoderConfig:
         return 1 if self.model_type == "albert" else self.num_hidden_layers
 
     @property
+    def token_types(self) -> bool:
+        """Whether the model has token-type embeddings (DistilBERT has none)."""
+        return self.model_type != "distilbert"
+
+    @property
     def shared(self) -> bool:
         return self.groups == 1
 
@@ -240,7 +245,8 @@ class Embeddings(nn.Module):
     """Word + position + token-type embeddings, LayerNorm, dropout; ALBERT then maps E -> H.
 
     A model with one token type (RoBERTa) reads type 0 everywhere: its tokenizer gives no types,
-    and the second segment of a pair that ours marks 1 is type 0 to it."""
+    and the second segment of a pair that ours marks 1 is type 0 to it. DistilBERT has no
+    token-type embeddings at all and ignores them."""
 
     config: EncoderConfig
 
@@ -259,7 +265,8 @@ class Embeddings(nn.Module):
         x = _embed(cfg, cfg.vocab_size, width, "word_embeddings")(input_ids)
         x = x + _embed(cfg, cfg.max_position_embeddings, width, "position_embeddings")(
             position_ids(cfg, input_ids))
-        x = x + _embed(cfg, cfg.type_vocab_size, width, "token_type_embeddings")(token_type_ids)
+        if cfg.token_types:
+            x = x + _embed(cfg, cfg.type_vocab_size, width, "token_type_embeddings")(token_type_ids)
         x = _layer_norm(cfg, "LayerNorm")(x)
         x = nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
         if cfg.model_type == "albert":
@@ -268,7 +275,8 @@ class Embeddings(nn.Module):
 
 
 class TransformerLayer(nn.Module):
-    """Post-LN layer, identical in ALBERT and BERT up to parameter names (see ``convert``)."""
+    """Post-LN layer, identical in ALBERT, BERT, RoBERTa and DistilBERT up to parameter names (see
+    ``convert``), but for DistilBERT's missing dropout after the attention output."""
 
     config: EncoderConfig
 
@@ -290,7 +298,8 @@ class TransformerLayer(nn.Module):
                          lambda probs: drop(probs, deterministic=deterministic))
         context = context.reshape(batch, seq_len, hidden)
         attn = _dense(cfg, hidden, "attention_output")(context)
-        attn = nn.Dropout(cfg.hidden_dropout_prob)(attn, deterministic=deterministic)
+        if cfg.model_type != "distilbert":
+            attn = nn.Dropout(cfg.hidden_dropout_prob)(attn, deterministic=deterministic)
         x = _layer_norm(cfg, "attention_layer_norm")(x + attn)
         h = ACTIVATIONS[cfg.hidden_act](_dense(cfg, cfg.intermediate_size, "ffn")(x))
         h = _dense(cfg, hidden, "ffn_output")(h)
@@ -406,7 +415,8 @@ class ExitHead(nn.Module):
     """Pooler (Linear H->H + tanh on [CLS]) -> dropout -> Linear H->K: *ForSequenceClassification.
 
     RoBERTa's classification head is the same with a dropout in front as well (its ``dense`` and
-    ``out_proj`` are our ``pooler`` and ``classifier``)."""
+    ``out_proj`` are our ``pooler`` and ``classifier``); DistilBERT's has a ReLU for the tanh (its
+    ``pre_classifier`` is our ``pooler``)."""
 
     config: EncoderConfig
 
@@ -416,7 +426,8 @@ class ExitHead(nn.Module):
         if cfg.model_type == "roberta":
             cls_hidden = nn.Dropout(cfg.classifier_dropout_prob)(cls_hidden,
                                                                  deterministic=deterministic)
-        pooled = jnp.tanh(_dense(cfg, cfg.hidden_size, "pooler")(cls_hidden))
+        pooled = _dense(cfg, cfg.hidden_size, "pooler")(cls_hidden)
+        pooled = jax.nn.relu(pooled) if cfg.model_type == "distilbert" else jnp.tanh(pooled)
         pooled = nn.Dropout(cfg.classifier_dropout_prob)(pooled, deterministic=deterministic)
         return _dense(cfg, cfg.num_labels, "classifier")(pooled).astype(jnp.float32)
 

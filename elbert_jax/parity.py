@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,31 @@ def random_batch(vocab_size: int, batch: int = 4, seq_len: int = 12, pad_token_i
         token_types = ((np.arange(seq_len)[None, :] >= lengths[:, None] // 2) & (mask == 1))
         token_types = token_types.astype(np.int64)
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": token_types}
+
+
+FAMILIES = {"albert": "Albert", "bert": "Bert", "roberta": "Roberta", "distilbert": "DistilBert"}
+
+
+def save_random_checkpoint(folder: str | os.PathLike, kind: str, *, head: bool | str = True,
+                           seed: int = 0, **config: Any) -> Path:
+    """A randomly initialised transformers model of family ``kind`` saved with ``save_pretrained``:
+    with a classifier (``head=True``), without (False) or with a masked-LM head (``head="mlm"``).
+    ``config`` sets its transformers config (the family's defaults otherwise: the base shapes).
+    LayerNorm weights and biases, which start at 1 and 0, are perturbed so that a mix-up shows."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    prefix = FAMILIES[kind]
+    cfg = getattr(transformers, prefix + "Config")(**config)
+    suffix = {True: "ForSequenceClassification", False: "Model", "mlm": "ForMaskedLM"}[head]
+    model = getattr(transformers, prefix + suffix)(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name or "layer_norm" in name or name.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    model.save_pretrained(folder)
+    return Path(folder)
 
 
 def compare_with_transformers(folder: str | os.PathLike, batch: dict[str, np.ndarray],
@@ -46,9 +72,10 @@ def compare_with_transformers(folder: str | os.PathLike, batch: dict[str, np.nda
         params = {**params, "exits": params_from_state_dict(model.config, state)[0]["exits"]}
     ours = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
                        batch["token_type_ids"], output_hidden_states=True)
+    inputs = {k: torch.as_tensor(v) for k, v in batch.items()
+              if k != "token_type_ids" or model.config.token_types}  # DistilBERT takes none
     with torch.no_grad():
-        theirs = reference(**{k: torch.as_tensor(v) for k, v in batch.items()},
-                           output_hidden_states=True)
+        theirs = reference(**inputs, output_hidden_states=True)
     hidden = max(float(np.abs(t.numpy() - np.asarray(o)).max())
                  for t, o in zip(theirs.hidden_states, ours.hidden_states, strict=True))
     logits = float(np.abs(theirs.logits.numpy() - np.asarray(ours.exit_logits[-1])).max())

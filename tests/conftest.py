@@ -37,22 +37,11 @@ def shared_path(path: Path) -> Path:
 
 def save_random_hf(folder: Path, kind: str, *, head: bool | str = True, seed: int = 0,
                    **config) -> Path:
-    """A randomly initialised transformers model saved with ``save_pretrained``: with a
-    classifier (``head=True``), without (False) or with a masked-LM head (``head="mlm"``)."""
-    torch = pytest.importorskip("torch")
-    import transformers
+    """``elbert_jax.parity.save_random_checkpoint``, skipped without torch."""
+    pytest.importorskip("torch")
+    from elbert_jax.parity import save_random_checkpoint
 
-    torch.manual_seed(seed)
-    prefix = {"albert": "Albert", "bert": "Bert", "roberta": "Roberta"}[kind]
-    cfg = getattr(transformers, prefix + "Config")(**config)
-    suffix = {True: "ForSequenceClassification", False: "Model", "mlm": "ForMaskedLM"}[head]
-    model = getattr(transformers, prefix + suffix)(cfg)
-    with torch.no_grad():  # LayerNorm and biases start at 1/0: randomise so that a mix-up shows
-        for name, p in model.named_parameters():
-            if "LayerNorm" in name or "layer_norm" in name or name.endswith("bias"):
-                p.add_(0.1 * torch.randn_like(p))
-    model.save_pretrained(folder)
-    return folder
+    return save_random_checkpoint(folder, kind, head=head, seed=seed, **config)
 
 
 def save_roberta_tokenizer(folder: Path) -> Path:
@@ -77,6 +66,9 @@ TINY_BERT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attenti
                  intermediate_size=37, max_position_embeddings=64)
 # RoBERTa: one token type, padding id 1, positions numbered from 2 (hence 64 + 2 of them)
 TINY_ROBERTA = dict(TINY_BERT, type_vocab_size=1, pad_token_id=1, max_position_embeddings=66)
+# DistilBERT: its config's own names; no token types, no pooler (a pre_classifier with a ReLU)
+TINY_DISTILBERT = dict(vocab_size=99, dim=32, n_layers=3, n_heads=4, hidden_dim=37,
+                       max_position_embeddings=64)
 
 
 @pytest.fixture(scope="session")

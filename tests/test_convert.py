@@ -8,8 +8,8 @@ import logging
 import numpy as np
 import pytest
 
-from conftest import (ALBERT_TOKENIZER, MINILM, TINY_ALBERT, TINY_BERT, TINY_ROBERTA, save_random_hf,
-                      shared_path)
+from conftest import (ALBERT_TOKENIZER, MINILM, TINY_ALBERT, TINY_BERT, TINY_DISTILBERT, TINY_ROBERTA,
+                      save_random_hf, shared_path)
 from elbert_jax import (EncoderConfig, config_from_hf, init_params, load_pretrained,
                         params_from_state_dict, read_state_dict, save_pretrained,
                         state_dict_from_params)
@@ -103,6 +103,24 @@ def test_roberta_bare_model_and_new_head(tmp_path, caplog):
     assert head["classifier"]["kernel"].shape == (32, 2)
 
 
+@pytest.mark.parametrize("num_labels,act", [(2, "gelu"), (5, "relu")])
+def test_distilbert_parity(tmp_path, num_labels, act):
+    """DistilBERT's own layer names, no token types (ours are ignored) and its ReLU head."""
+    folder = save_random_hf(tmp_path, "distilbert", num_labels=num_labels, activation=act,
+                            **TINY_DISTILBERT)
+    model, params = load_pretrained(folder)
+    assert not model.config.token_types and model.config.hidden_act == act
+    assert "token_type_embeddings" not in params["embeddings"]
+    assert_parity(folder, TINY_DISTILBERT["vocab_size"])  # a batch with token types 0 and 1
+    bare = save_random_hf(tmp_path / "bare", "distilbert", head=False, **TINY_DISTILBERT)
+    assert_parity(bare, TINY_DISTILBERT["vocab_size"], num_labels=3)
+
+
+def test_distilbert_with_a_fixed_position_table_is_refused():
+    with pytest.raises(ValueError, match="sinusoidal_pos_embds=True is not supported"):
+        config_from_hf(transformers.DistilBertConfig(sinusoidal_pos_embds=True))
+
+
 def test_albert_base_v2_architecture_parity(tmp_path):
     hf_config = json.loads((shared_path(ALBERT_TOKENIZER) / "config.json").read_text())
     for key in ("_name_or_path", "architectures", "transformers_version", "torch_dtype"):
@@ -158,8 +176,8 @@ def test_missing_encoder_key_is_an_error(tmp_path):
 
 
 def test_unsupported_model_type(tmp_path):
-    with pytest.raises(ValueError, match="'distilbert' is not supported: elbert_jax loads ALBERT"):
-        config_from_hf({"model_type": "distilbert"})
+    with pytest.raises(ValueError, match="'deberta-v2' is not supported: elbert_jax loads ALBERT"):
+        config_from_hf({"model_type": "deberta-v2"})
 
 
 def test_per_layer_heads_start_from_pretrained_head(tmp_path):
@@ -208,7 +226,8 @@ def jax_leaves(tree):
 @pytest.mark.parametrize("model_type,extra", [
     ("albert", {}), ("albert", {"num_hidden_groups": 3}), ("bert", {}),
     ("bert", {"head_per_layer": True}),
-    ("roberta", {"type_vocab_size": 1, "pad_token_id": 1, "max_position_embeddings": 66})])
+    ("roberta", {"type_vocab_size": 1, "pad_token_id": 1, "max_position_embeddings": 66}),
+    ("distilbert", {})])
 def test_export_round_trip(tmp_path, model_type, extra):
     """Our params -> transformers folder -> transformers logits == our last exit."""
     config = EncoderConfig(**{**dict(model_type=model_type, vocab_size=99, hidden_size=32,
@@ -222,10 +241,12 @@ def test_export_round_trip(tmp_path, model_type, extra):
     assert reloaded.config.id2label[2] == "positive"
     assert type(reloaded).__name__.lower().startswith(model_type)
     batch = random_batch(99, pad_token_id=config.pad_token_id, pairs=config.type_vocab_size > 1)
+    if not config.token_types:
+        del batch["token_type_ids"]
     from elbert_jax import ElbertModel
 
     ours = ElbertModel(config).apply({"params": params}, batch["input_ids"],
-                                     batch["attention_mask"], batch["token_type_ids"])
+                                     batch["attention_mask"], batch.get("token_type_ids"))
     with torch.no_grad():
         theirs = reloaded(**{k: torch.as_tensor(v) for k, v in batch.items()}).logits.numpy()
     assert np.abs(theirs - np.asarray(ours.exit_logits[-1])).max() <= TOL

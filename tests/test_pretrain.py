@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from conftest import TINY_ALBERT, TINY_BERT, TINY_ROBERTA, save_random_hf
+from conftest import TINY_ALBERT, TINY_BERT, TINY_DISTILBERT, TINY_ROBERTA, save_random_hf
 from elbert_jax import config as config_lib
 from elbert_jax import convert, pretrain, training
 from elbert_jax import data as data_lib
@@ -28,15 +28,17 @@ def _positions(batch: dict, slots: int = 3) -> np.ndarray:
 def _hf_logits(model, batch: dict, positions: np.ndarray) -> np.ndarray:
     import torch
 
+    names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch]
     with torch.no_grad():
         out = model(**{k: torch.from_numpy(np.asarray(batch[k], np.int64))
-                       for k in ("input_ids", "attention_mask", "token_type_ids")}).logits.numpy()
+                       for k in names}).logits.numpy()
     return np.take_along_axis(out, positions[..., None], axis=1)
 
 
 @pytest.mark.parametrize("kind,sizes", [("albert", TINY_ALBERT), ("bert", TINY_BERT),
                                         ("roberta", dict(TINY_ROBERTA, hidden_act="gelu_new",
-                                                         initializer_range=0.5))])
+                                                         initializer_range=0.5)),
+                                        ("distilbert", TINY_DISTILBERT)])
 def test_masked_lm_matches_transformers_both_ways(tmp_path, kind, sizes):
     """Logits at chosen positions equal transformers' *ForMaskedLM's (fp32), after loading its
     checkpoint and after our export is loaded back by transformers."""
@@ -48,10 +50,13 @@ def test_masked_lm_matches_transformers_both_ways(tmp_path, kind, sizes):
                          pad_token_id=sizes.get("pad_token_id", 0), pairs=kind != "roberta")
     batch = {k: np.asarray(v) for k, v in batch.items()}
     positions = _positions(batch)
-    ours = np.asarray(pretrain.masked_lm_logits(model, params, {**batch, "positions": positions}))
+    ours_batch = batch
+    if kind == "distilbert":  # it takes no token types (ours ignores them)
+        batch = {k: v for k, v in batch.items() if k != "token_type_ids"}
+    ours = np.asarray(pretrain.masked_lm_logits(model, params, {**ours_batch, "positions": positions}))
     theirs = _hf_logits(transformers.AutoModelForMaskedLM.from_pretrained(folder).eval(), batch,
                         positions)
-    assert ours.shape == (4, 3, sizes["vocab_size"])
+    assert ours.shape == (4, 3, model.config.vocab_size)
     np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
 
     out = tmp_path / "ours"

@@ -279,38 +279,44 @@ def test_report_and_export(trained, tmp_path):
     np.testing.assert_allclose(row["probs"], theirs, atol=1e-5)
 
 
-def test_a_roberta_checkpoint_fine_tunes_serves_and_exports(tmp_path):
-    """A RobertaForMaskedLM folder with its byte-level BPE tokenizer (as roberta-base is on the
-    hub): fine-tuned by train.py's code, served by Predictor, and exported to a folder whose
-    transformers model gives Predictor's last exit on a padded batch (RoBERTa's positions depend
-    on the padding)."""
+@pytest.mark.parametrize("kind", ["roberta", "distilbert"])
+def test_a_masked_lm_checkpoint_fine_tunes_serves_and_exports(tmp_path, kind):
+    """A RobertaForMaskedLM folder with a byte-level BPE tokenizer (as roberta-base is on the hub),
+    or a DistilBertForMaskedLM with a WordPiece one: fine-tuned by train.py's code, served by
+    Predictor, and exported to a folder whose transformers model gives Predictor's last exit on a
+    padded batch (RoBERTa's positions depend on the padding)."""
     torch = pytest.importorskip("torch")
     import transformers
 
-    from conftest import TINY_ROBERTA, save_random_hf, save_roberta_tokenizer
-    from elbert_jax import report
+    from conftest import TINY_DISTILBERT, TINY_ROBERTA, save_random_hf, save_roberta_tokenizer
+    from elbert_jax import demo, report
 
-    tokenizer = save_roberta_tokenizer(tmp_path / "roberta")
-    vocab_size = len(transformers.AutoTokenizer.from_pretrained(tokenizer))
-    save_random_hf(tmp_path / "roberta", "roberta", head="mlm",
-                   **{**TINY_ROBERTA, "vocab_size": vocab_size})
+    folder = tmp_path / kind
+    if kind == "roberta":
+        save_roberta_tokenizer(folder)
+    else:
+        demo.train_tokenizer(demo.make_sentences(200).texts, folder, 200)
+    vocab_size = len(transformers.AutoTokenizer.from_pretrained(folder))
+    sizes = TINY_ROBERTA if kind == "roberta" else TINY_DISTILBERT
+    save_random_hf(folder, kind, head="mlm", **{**sizes, "vocab_size": vocab_size})
     workdir = tmp_path / "run"
     result = training.train_and_evaluate(
-        tiny(**{"model.name_or_path": str(tmp_path / "roberta"), "train.epochs": 1}), workdir)
+        tiny(**{"model.name_or_path": str(folder), "train.epochs": 1}), workdir)
     assert 0 <= result["test"]["accuracy"] <= 1
     model, _, _ = checkpoints.restore_params(workdir)
-    assert model.config.model_type == "roberta" and model.config.pad_token_id == 1
+    assert model.config.model_type == kind
     texts = ["Nokia's net sales rose by 5 % in 2008.", "Profit fell."]
     rows = Predictor.from_workdir(workdir, name="static", layer=3).predict(texts)
-    folder = report.export(workdir, tmp_path / "hf")
-    hf = transformers.AutoModelForSequenceClassification.from_pretrained(folder).eval()
-    assert type(hf).__name__ == "RobertaForSequenceClassification"
-    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    exported = report.export(workdir, tmp_path / "hf")
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(exported).eval()
+    assert type(hf).__name__.lower() == f"{kind}forsequenceclassification"
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(exported)
     batch = hf_tokenizer(texts, padding=True, return_tensors="pt")
     assert not batch["attention_mask"].all()  # one row padded
     with torch.no_grad():
-        theirs = torch.softmax(hf(**batch).logits, -1).numpy()
-    np.testing.assert_allclose([r["probs"] for r in rows], theirs, atol=1e-5)
+        theirs = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    np.testing.assert_allclose([r["probs"] for r in rows], torch.softmax(theirs, -1).numpy(),
+                               atol=1e-5)
 
 
 def test_predictor_rows_in_order(trained):
