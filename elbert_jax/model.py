@@ -142,6 +142,13 @@ class EncoderConfig:
         return 1 if self.model_type == "albert" else self.num_hidden_layers
 
     @property
+    def max_length(self) -> int:
+        """The longest sequence the position table holds: RoBERTa's first ``pad_token_id + 1``
+        positions are not for tokens (``position_ids``)."""
+        offset = self.pad_token_id + 1 if self.model_type == "roberta" else 0
+        return self.max_position_embeddings - offset
+
+    @property
     def token_types(self) -> bool:
         """Whether the model has token-type embeddings (DistilBERT has none)."""
         return self.model_type != "distilbert"
@@ -255,11 +262,9 @@ class Embeddings(nn.Module):
         cfg = self.config
         width = cfg.embedding_size or cfg.hidden_size
         seq_len = input_ids.shape[-1]
-        offset = cfg.pad_token_id + 1 if cfg.model_type == "roberta" else 0
-        if seq_len + offset > cfg.max_position_embeddings:
-            raise ValueError(f"sequence length {seq_len} exceeds max_position_embeddings="
-                             f"{cfg.max_position_embeddings}"
-                             + (f" less the {offset} positions RoBERTa reserves" if offset else ""))
+        if seq_len > cfg.max_length:
+            raise ValueError(f"sequence length {seq_len} exceeds the {cfg.max_length} positions of "
+                             f"max_position_embeddings={cfg.max_position_embeddings}")
         if cfg.type_vocab_size == 1:
             token_type_ids = jnp.zeros_like(input_ids)
         x = _embed(cfg, cfg.vocab_size, width, "word_embeddings")(input_ids)

@@ -266,6 +266,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | Path,
     dropout = {k: m[k] for k in ("hidden_dropout_prob", "attention_probs_dropout_prob") if m[k] >= 0}
     model, params, exit_head, imported = load_masked_lm(m.name_or_path, config.seed, dtype=m.dtype,
                                                         **dropout)
+    training.check_model_fits(config, model.config, tokenizer)
     log.info("masked-LM head %s", "from the checkpoint" if imported else "initialised (not in the "
              "checkpoint)")
     masking = _Masking(tokenizer, model.config.vocab_size, p.mask_rate)

@@ -35,7 +35,7 @@ from elbert_jax import demo, exits, parallel
 from elbert_jax.checkpoints import (check_resumable, checkpoint_manager, restore_best_params,
                                     restore_latest, restore_params, save_checkpoint,
                                     truncate_metrics, write_json)
-from elbert_jax.config import data_devices, exit_policy, validate_config
+from elbert_jax.config import ConfigError, data_devices, exit_policy, validate_config
 from elbert_jax.convert import load_pretrained
 from elbert_jax.losses import multi_exit_loss
 from elbert_jax.model import ElbertModel, EncoderConfig, Params, init_params
@@ -155,7 +155,25 @@ def build_model(config: ml_collections.ConfigDict, splits: data_lib.Splits, work
                                 classifier_dropout_prob=m.classifier_dropout_prob,
                                 pad_token_id=tokenizer.pad_token_id, **fields)
         model, params = ElbertModel(encoder), init_params(encoder, config.seed)
+    check_model_fits(config, model.config, tokenizer)
     return model, params, tokenizer
+
+
+def check_model_fits(config: ml_collections.ConfigDict, encoder: EncoderConfig,
+                     tokenizer: Tokenizer) -> None:
+    """Refuses a ``data.max_length`` beyond the model's positions or a tokenizer with ids beyond
+    its vocabulary: JAX would clamp those indices and train on the wrong embeddings in silence."""
+    m = config.model
+    fits = [(config.data.max_length <= encoder.max_length,
+             f"data.max_length={config.data.max_length} exceeds the {encoder.max_length} "
+             f"positions the model has (max_position_embeddings={encoder.max_position_embeddings})"),
+            (tokenizer.vocab_size <= encoder.vocab_size,
+             f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary "
+             f"{encoder.vocab_size} (model.tokenizer={m.tokenizer!r} does not belong to "
+             f"model.name_or_path={m.name_or_path!r}?)")]
+    errors = [message for ok, message in fits if not ok]
+    if errors:
+        raise ConfigError("invalid config: " + "; ".join(errors))
 
 
 def workdir_probabilities(workdir: str | Path, texts: data_lib.TextSet, batch_size: int = 128,

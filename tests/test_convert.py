@@ -78,7 +78,8 @@ def test_roberta_parity(tmp_path, num_labels):
     logits = [model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
                           t).exit_logits for t in (batch["token_type_ids"], types)]
     np.testing.assert_array_equal(*logits)
-    with pytest.raises(ValueError, match="less the 2 positions RoBERTa reserves"):
+    assert model.config.max_length == 64
+    with pytest.raises(ValueError, match="exceeds the 64 positions of max_position_embeddings=66"):
         model.apply({"params": params}, np.ones((1, 65), np.int32))  # 65 + 2 > 66 positions
 
 

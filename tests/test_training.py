@@ -319,6 +319,24 @@ def test_a_masked_lm_checkpoint_fine_tunes_serves_and_exports(tmp_path, kind):
                                atol=1e-5)
 
 
+def test_a_model_too_small_for_the_data_or_the_tokenizer_is_refused(tmp_path):
+    """Ids past the vocabulary or positions past the table would be clamped by JAX: refused
+    before anything is written, naming both."""
+    from conftest import TINY_BERT, save_random_hf
+    from elbert_jax import demo
+    from elbert_jax.config import ConfigError
+
+    folder = save_random_hf(tmp_path / "bert", "bert", head=False,
+                            **{**TINY_BERT, "max_position_embeddings": 16})
+    tokenizer = demo.train_tokenizer(demo.make_sentences(200).texts, tmp_path / "tokenizer", 200)
+    config = tiny(**{"model.name_or_path": str(folder), "model.tokenizer": str(tokenizer)})
+    with pytest.raises(ConfigError, match=r"data.max_length=32 exceeds the 16 positions the model "
+                                          r"has .*; the tokenizer has \d+ tokens but the model's "
+                                          r"vocabulary 99"):
+        training.train_and_evaluate(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
 def test_predictor_rows_in_order(trained):
     workdir, _ = trained
     predictor = Predictor.from_workdir(workdir)
