@@ -1,7 +1,7 @@
 """transformers checkpoints <-> elbert_jax parameters, both ways.
 
 Reads ``AlbertModel``/``AlbertForSequenceClassification``/``BertModel``/``BertForSequenceClassification``
-and their RoBERTa (DistilRoBERTa too) and DistilBERT equivalents
+and their RoBERTa (DistilRoBERTa too), DistilBERT and ELECTRA (discriminator) equivalents
 folders (``.safetensors``, sharded or not, or ``pytorch_model.bin``) from a local path or the hub, and
 writes a folder that ``AutoModelForSequenceClassification`` loads with logits equal to our last exit.
 The mapping is one table of names (``_LAYER_NAMES``); loading walks our own parameter template so
@@ -37,24 +37,29 @@ _LAYER_NAMES = {
     "ffn_output": ("ffn_output", "output.dense", "ffn.lin2"),
     "output_layer_norm": ("full_layer_layer_norm", "output.LayerNorm", "output_layer_norm"),
 }
-_LAYER_COLUMN = {"albert": 0, "bert": 1, "roberta": 1, "distilbert": 2}
+_LAYER_COLUMN = {"albert": 0, "bert": 1, "roberta": 1, "distilbert": 2, "electra": 1}
 _LAYER_PREFIX = {"albert": "encoder.albert_layer_groups.{}.albert_layers.0.",
                  "bert": "encoder.layer.{}.", "roberta": "encoder.layer.{}.",
-                 "distilbert": "transformer.layer.{}."}
+                 "distilbert": "transformer.layer.{}.", "electra": "encoder.layer.{}."}
+# the Dense from embedding width E to H (ours: embeddings/embedding_hidden_mapping_in)
+_EMBEDDING_PROJECTION = {"albert": "encoder.embedding_hidden_mapping_in",
+                         "electra": "embeddings_project"}
 # our exit head's pooler and classifier in each family. RoBERTa's classification head reads <s>
 # through its own dense + tanh; its pretrained ``pooler`` is not used by transformers' classifier
-# (RobertaForSequenceClassification has none), so it is not ours either. DistilBERT's
-# ``pre_classifier`` (dense + ReLU) is its pooler.
+# (RobertaForSequenceClassification has none), so it is not ours either; ELECTRA's head is
+# RoBERTa's with a GELU. DistilBERT's ``pre_classifier`` (dense + ReLU) is its pooler.
 _POOLER = {"albert": "pooler", "bert": "pooler.dense", "roberta": "classifier.dense",
-           "distilbert": "pre_classifier"}
+           "distilbert": "pre_classifier", "electra": "classifier.dense"}
 _CLASSIFIER = {"albert": "classifier", "bert": "classifier", "roberta": "classifier.out_proj",
-               "distilbert": "classifier"}
+               "distilbert": "classifier", "electra": "classifier.out_proj"}
 _OUTSIDE_THE_ENCODER = ("classifier.", "pre_classifier.")  # keys without the model's prefix
-# checkpoint keys that carry nothing we use (MLM/NSP heads, RoBERTa's unused pooler, buffers)
+# checkpoint keys that carry nothing we use (pretraining heads, RoBERTa's unused pooler, buffers)
 _IGNORED_PREFIXES = ("predictions.", "sop_classifier.", "cls.", "lm_head.", "pooler.",
                      "vocab_transform.", "vocab_layer_norm.", "vocab_projector.",
+                     "discriminator_predictions.", "generator_predictions.", "generator_lm_head.",
                      "embeddings.position_ids", "embeddings.token_type_ids")
-_ARCHITECTURES = {"albert": "Albert", "bert": "Bert", "roberta": "Roberta", "distilbert": "DistilBert"}
+_ARCHITECTURES = {"albert": "Albert", "bert": "Bert", "roberta": "Roberta", "distilbert": "DistilBert",
+                  "electra": "Electra"}
 # masked-LM head: its dense layer, its norm, its output bias, the decoder's weight (the word
 # embeddings, tied) and the decoder's bias (the output bias again; DistilBERT has only the one)
 _MLM_HEAD = {
@@ -67,6 +72,7 @@ _MLM_HEAD = {
     "distilbert": ("vocab_transform", "vocab_layer_norm", "vocab_projector.bias",
                    "vocab_projector.weight", None),
 }
+MASKED_LM_FAMILIES = tuple(_MLM_HEAD)
 # DistilBertConfig's names for the fields that BertConfig names as EncoderConfig does
 _DISTILBERT_NAMES = {"dim": "hidden_size", "n_layers": "num_hidden_layers",
                      "n_heads": "num_attention_heads", "hidden_dim": "intermediate_size",
@@ -80,12 +86,12 @@ _HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json",
 
 
 def config_from_hf(hf_config: Any, num_labels: int | None = None, **overrides: Any) -> EncoderConfig:
-    """EncoderConfig from a transformers ALBERT, BERT, RoBERTa or DistilBERT config (or its dict)."""
+    """EncoderConfig from a transformers ALBERT/BERT/RoBERTa/DistilBERT/ELECTRA config or dict."""
     c = hf_config if isinstance(hf_config, Mapping) else hf_config.to_dict()
     model_type = c.get("model_type")
     if model_type not in _ARCHITECTURES:
         raise ValueError(f"model_type={model_type!r} is not supported: elbert_jax loads ALBERT, BERT, "
-                         "RoBERTa and DistilBERT checkpoints")
+                         "RoBERTa, DistilBERT and ELECTRA checkpoints")
     if model_type == "distilbert":
         if c.get("sinusoidal_pos_embds"):
             raise ValueError("sinusoidal_pos_embds=True is not supported: transformers keeps that "
@@ -107,10 +113,15 @@ def config_from_hf(hf_config: Any, num_labels: int | None = None, **overrides: A
         classifier_dropout = c.get("classifier_dropout")
         if classifier_dropout is None:
             classifier_dropout = c.get("hidden_dropout_prob", 0.1)
+    embedding_size = None  # E = H: no projection
+    if model_type == "albert":
+        embedding_size = c.get("embedding_size", 128)
+    elif model_type == "electra" and c.get("embedding_size", c["hidden_size"]) != c["hidden_size"]:
+        embedding_size = c["embedding_size"]
     fields = dict(
         model_type=model_type,
         vocab_size=c["vocab_size"],
-        embedding_size=c.get("embedding_size", 128) if model_type == "albert" else None,
+        embedding_size=embedding_size,
         hidden_size=c["hidden_size"],
         num_hidden_layers=c["num_hidden_layers"],
         num_hidden_groups=c.get("num_hidden_groups", 1) if model_type == "albert" else None,
@@ -167,6 +178,8 @@ def config_to_hf(config: EncoderConfig, label_names: Sequence[str] | None = None
         fields[names["classifier_dropout"]] = config.classifier_dropout_prob
         return transformers.DistilBertConfig(sinusoidal_pos_embds=False, **fields,
                                              architectures=["DistilBertForSequenceClassification"])
+    if config.model_type == "electra":
+        common["embedding_size"] = config.embedding_size or config.hidden_size
     family = _ARCHITECTURES[config.model_type]
     return getattr(transformers, family + "Config")(
         classifier_dropout=config.classifier_dropout_prob,
@@ -185,7 +198,7 @@ def _hf_name(config: EncoderConfig, path: tuple[str, ...], index: int | None) ->
     top = module[0]
     if top == "embeddings":
         if module[1] == "embedding_hidden_mapping_in":
-            return f"encoder.embedding_hidden_mapping_in.{suffix}", how
+            return f"{_EMBEDDING_PROJECTION[config.model_type]}.{suffix}", how
         return f"embeddings.{module[1]}.{suffix}", how
     if top == "encoder":
         name = _LAYER_NAMES[module[-1]][_LAYER_COLUMN[config.model_type]]
@@ -284,8 +297,8 @@ def state_dict_from_params(config: EncoderConfig, params: Params) -> dict[str, n
 
 def mlm_head_names(config: EncoderConfig) -> dict[tuple[str, ...], str]:
     """Our masked-LM head's parameter paths (``pretrain.MaskedLMHead``) and their keys in
-    transformers' ``AlbertForMaskedLM``/``BertForMaskedLM``/``RobertaForMaskedLM``. Their decoder
-    weight is the word embedding table (tied) and their decoder bias is ``bias`` again."""
+    transformers' ``*ForMaskedLM`` (``MASKED_LM_FAMILIES``). Their decoder weight is the word
+    embedding table (tied) and their decoder bias is ``bias`` again."""
     dense, norm, bias, _, _ = _MLM_HEAD[config.model_type]
     return {("dense", "kernel"): dense + ".weight", ("dense", "bias"): dense + ".bias",
             ("LayerNorm", "scale"): norm + ".weight", ("LayerNorm", "bias"): norm + ".bias",

@@ -1,5 +1,5 @@
-"""The ELBERT encoder: ALBERT (shared layer) or BERT-family (BERT, RoBERTa, DistilBERT: unshared
-layers) with one exit per layer.
+"""The ELBERT encoder: ALBERT (shared layer) or BERT-family (BERT, RoBERTa, DistilBERT, ELECTRA:
+unshared layers) with one exit per layer.
 
 One module serves both families. The layer stack is two nested ``nn.scan``s: an outer scan over the
 ``G`` hidden groups whose weights are stacked on a leading axis (``variable_axes``), and an inner scan
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 Array = jax.Array
 Params = Any
 
-MODEL_TYPES = ("albert", "bert", "roberta", "distilbert")
+MODEL_TYPES = ("albert", "bert", "roberta", "distilbert", "electra")
 ACTIVATIONS = {
     "gelu": functools.partial(jax.nn.gelu, approximate=False),
     "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
@@ -37,6 +37,8 @@ ACTIVATIONS = {
     "swish": jax.nn.silu,
     "tanh": jnp.tanh,
 }
+# the exit head's activation where a family's classifier does not use BERT's tanh
+HEAD_ACTIVATIONS = {"distilbert": jax.nn.relu, "electra": ACTIVATIONS["gelu"]}
 DTYPES = ("float32", "bfloat16", "float16")
 POOLINGS = ("cls", "mean")
 ATTENTIONS = ("auto", "xla", "cudnn", "cudnn_lengths", "pallas")
@@ -93,7 +95,8 @@ class EncoderConfig:
         errors = []
         if self.model_type not in MODEL_TYPES:
             errors.append(f"model_type={self.model_type!r} is not one of {MODEL_TYPES}")
-        if self.model_type != "albert" and self.embedding_size not in (None, self.hidden_size):
+        if (self.model_type not in ("albert", "electra")
+                and self.embedding_size not in (None, self.hidden_size)):
             errors.append(f"model_type={self.model_type!r} has no factorised embeddings: "
                           "embedding_size must be None")
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -147,6 +150,13 @@ class EncoderConfig:
         positions are not for tokens (``position_ids``)."""
         offset = self.pad_token_id + 1 if self.model_type == "roberta" else 0
         return self.max_position_embeddings - offset
+
+    @property
+    def projects_embeddings(self) -> bool:
+        """Whether embeddings of width E pass through a Dense to H before layer 1: always in
+        ALBERT, in ELECTRA when E != H (ELECTRA-small's 128 -> 256)."""
+        return self.model_type == "albert" or (
+            self.model_type == "electra" and self.embedding_size not in (None, self.hidden_size))
 
     @property
     def token_types(self) -> bool:
@@ -274,7 +284,7 @@ class Embeddings(nn.Module):
             x = x + _embed(cfg, cfg.type_vocab_size, width, "token_type_embeddings")(token_type_ids)
         x = _layer_norm(cfg, "LayerNorm")(x)
         x = nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
-        if cfg.model_type == "albert":
+        if cfg.projects_embeddings:
             x = _dense(cfg, cfg.hidden_size, "embedding_hidden_mapping_in")(x)
         return x
 
@@ -420,19 +430,19 @@ class ExitHead(nn.Module):
     """Pooler (Linear H->H + tanh on [CLS]) -> dropout -> Linear H->K: *ForSequenceClassification.
 
     RoBERTa's classification head is the same with a dropout in front as well (its ``dense`` and
-    ``out_proj`` are our ``pooler`` and ``classifier``); DistilBERT's has a ReLU for the tanh (its
-    ``pre_classifier`` is our ``pooler``)."""
+    ``out_proj`` are our ``pooler`` and ``classifier``), and so is ELECTRA's with a GELU for the
+    tanh; DistilBERT's has a ReLU for the tanh (its ``pre_classifier`` is our ``pooler``)."""
 
     config: EncoderConfig
 
     @nn.compact
     def __call__(self, cls_hidden: Array, deterministic: bool = True) -> Array:
         cfg = self.config
-        if cfg.model_type == "roberta":
+        if cfg.model_type in ("roberta", "electra"):
             cls_hidden = nn.Dropout(cfg.classifier_dropout_prob)(cls_hidden,
                                                                  deterministic=deterministic)
         pooled = _dense(cfg, cfg.hidden_size, "pooler")(cls_hidden)
-        pooled = jax.nn.relu(pooled) if cfg.model_type == "distilbert" else jnp.tanh(pooled)
+        pooled = HEAD_ACTIVATIONS.get(cfg.model_type, jnp.tanh)(pooled)
         pooled = nn.Dropout(cfg.classifier_dropout_prob)(pooled, deterministic=deterministic)
         return _dense(cfg, cfg.num_labels, "classifier")(pooled).astype(jnp.float32)
 

@@ -26,13 +26,15 @@ def random_batch(vocab_size: int, batch: int = 4, seq_len: int = 12, pad_token_i
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": token_types}
 
 
-FAMILIES = {"albert": "Albert", "bert": "Bert", "roberta": "Roberta", "distilbert": "DistilBert"}
+FAMILIES = {"albert": "Albert", "bert": "Bert", "roberta": "Roberta", "distilbert": "DistilBert",
+            "electra": "Electra"}
 
 
 def save_random_checkpoint(folder: str | os.PathLike, kind: str, *, head: bool | str = True,
                            seed: int = 0, **config: Any) -> Path:
     """A randomly initialised transformers model of family ``kind`` saved with ``save_pretrained``:
-    with a classifier (``head=True``), without (False) or with a masked-LM head (``head="mlm"``).
+    with a classifier (``head=True``), without (False), with a masked-LM head (``head="mlm"``) or
+    with its pretraining heads (``"pretraining"``: ELECTRA's discriminator as released).
     ``config`` sets its transformers config (the family's defaults otherwise: the base shapes).
     LayerNorm weights and biases, which start at 1 and 0, are perturbed so that a mix-up shows."""
     import torch
@@ -41,7 +43,8 @@ def save_random_checkpoint(folder: str | os.PathLike, kind: str, *, head: bool |
     torch.manual_seed(seed)
     prefix = FAMILIES[kind]
     cfg = getattr(transformers, prefix + "Config")(**config)
-    suffix = {True: "ForSequenceClassification", False: "Model", "mlm": "ForMaskedLM"}[head]
+    suffix = {True: "ForSequenceClassification", False: "Model", "mlm": "ForMaskedLM",
+              "pretraining": "ForPreTraining"}[head]
     model = getattr(transformers, prefix + suffix)(cfg)
     with torch.no_grad():
         for name, p in model.named_parameters():

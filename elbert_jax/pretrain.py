@@ -222,6 +222,11 @@ def load_masked_lm(name_or_path: str | Path, seed: int = 0, **overrides: Any
     encoder, params = convert.load_pretrained(name_or_path, seed=seed, checkpoint=checkpoint,
                                               **overrides)
     config = encoder.config
+    if config.model_type not in convert.MASKED_LM_FAMILIES:
+        raise config_lib.ConfigError(
+            f"{name_or_path}: masked-LM pretraining takes {', '.join(convert.MASKED_LM_FAMILIES)} "
+            f"checkpoints, not {config.model_type} (an ELECTRA discriminator learnt to spot replaced "
+            "tokens, and has no masked-LM head)")
     model = MaskedLM(config)
     ids = jnp.zeros((1, 8), jnp.int32)
     init = model.init(jax.random.PRNGKey(seed), ids, ids + 1, ids, ids[:, :2])["params"]["mlm"]

@@ -69,6 +69,8 @@ TINY_ROBERTA = dict(TINY_BERT, type_vocab_size=1, pad_token_id=1, max_position_e
 # DistilBERT: its config's own names; no token types, no pooler (a pre_classifier with a ReLU)
 TINY_DISTILBERT = dict(vocab_size=99, dim=32, n_layers=3, n_heads=4, hidden_dim=37,
                        max_position_embeddings=64)
+# ELECTRA: BERT's layers after a projection of the embeddings from E to H (when E != H)
+TINY_ELECTRA = dict(TINY_BERT, embedding_size=16)
 
 
 @pytest.fixture(scope="session")

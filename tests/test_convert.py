@@ -8,8 +8,8 @@ import logging
 import numpy as np
 import pytest
 
-from conftest import (ALBERT_TOKENIZER, MINILM, TINY_ALBERT, TINY_BERT, TINY_DISTILBERT, TINY_ROBERTA,
-                      save_random_hf, shared_path)
+from conftest import (ALBERT_TOKENIZER, MINILM, TINY_ALBERT, TINY_BERT, TINY_DISTILBERT, TINY_ELECTRA,
+                      TINY_ROBERTA, save_random_hf, shared_path)
 from elbert_jax import (EncoderConfig, config_from_hf, init_params, load_pretrained,
                         params_from_state_dict, read_state_dict, save_pretrained,
                         state_dict_from_params)
@@ -115,6 +115,26 @@ def test_distilbert_parity(tmp_path, num_labels, act):
     assert_parity(folder, TINY_DISTILBERT["vocab_size"])  # a batch with token types 0 and 1
     bare = save_random_hf(tmp_path / "bare", "distilbert", head=False, **TINY_DISTILBERT)
     assert_parity(bare, TINY_DISTILBERT["vocab_size"], num_labels=3)
+
+
+@pytest.mark.parametrize("embedding_size,num_labels", [(16, 2), (32, 5)])
+def test_electra_parity(tmp_path, embedding_size, num_labels):
+    """ELECTRA: embeddings of width E projected to H when they differ (ELECTRA-small), BERT's
+    layers, RoBERTa's head with a GELU; a discriminator as released (its replaced-token head is
+    not ours), and a classifier."""
+    sizes = {**TINY_ELECTRA, "embedding_size": embedding_size}
+    folder = save_random_hf(tmp_path, "electra", num_labels=num_labels, **sizes)
+    model, params = load_pretrained(folder)
+    assert model.config.projects_embeddings == (embedding_size != 32)
+    assert ("embedding_hidden_mapping_in" in params["embeddings"]) == (embedding_size != 32)
+    assert_parity(folder, TINY_ELECTRA["vocab_size"])
+    released = save_random_hf(tmp_path / "discriminator", "electra", head="pretraining", **sizes)
+    assert_parity(released, TINY_ELECTRA["vocab_size"], num_labels=3)
+    from elbert_jax import pretrain
+    from elbert_jax.config import ConfigError
+
+    with pytest.raises(ConfigError, match="not electra"):
+        pretrain.load_masked_lm(released)
 
 
 def test_distilbert_with_a_fixed_position_table_is_refused():
@@ -228,7 +248,7 @@ def jax_leaves(tree):
     ("albert", {}), ("albert", {"num_hidden_groups": 3}), ("bert", {}),
     ("bert", {"head_per_layer": True}),
     ("roberta", {"type_vocab_size": 1, "pad_token_id": 1, "max_position_embeddings": 66}),
-    ("distilbert", {})])
+    ("distilbert", {}), ("electra", {"embedding_size": 16})])
 def test_export_round_trip(tmp_path, model_type, extra):
     """Our params -> transformers folder -> transformers logits == our last exit."""
     config = EncoderConfig(**{**dict(model_type=model_type, vocab_size=99, hidden_size=32,

@@ -279,16 +279,18 @@ def test_report_and_export(trained, tmp_path):
     np.testing.assert_allclose(row["probs"], theirs, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["roberta", "distilbert"])
-def test_a_masked_lm_checkpoint_fine_tunes_serves_and_exports(tmp_path, kind):
-    """A RobertaForMaskedLM folder with a byte-level BPE tokenizer (as roberta-base is on the hub),
-    or a DistilBertForMaskedLM with a WordPiece one: fine-tuned by train.py's code, served by
-    Predictor, and exported to a folder whose transformers model gives Predictor's last exit on a
-    padded batch (RoBERTa's positions depend on the padding)."""
+@pytest.mark.parametrize("kind", ["roberta", "distilbert", "electra"])
+def test_a_pretrained_checkpoint_fine_tunes_serves_and_exports(tmp_path, kind):
+    """Checkpoints as the hub has them: a RobertaForMaskedLM with a byte-level BPE tokenizer
+    (roberta-base), a DistilBertForMaskedLM or an ElectraForPreTraining (the released
+    discriminator) with a WordPiece one: fine-tuned by train.py's code, served by Predictor, and
+    exported to a folder whose transformers model gives Predictor's last exit on a padded batch
+    (RoBERTa's positions depend on the padding)."""
     torch = pytest.importorskip("torch")
     import transformers
 
-    from conftest import TINY_DISTILBERT, TINY_ROBERTA, save_random_hf, save_roberta_tokenizer
+    from conftest import (TINY_DISTILBERT, TINY_ELECTRA, TINY_ROBERTA, save_random_hf,
+                          save_roberta_tokenizer)
     from elbert_jax import demo, report
 
     folder = tmp_path / kind
@@ -297,8 +299,9 @@ def test_a_masked_lm_checkpoint_fine_tunes_serves_and_exports(tmp_path, kind):
     else:
         demo.train_tokenizer(demo.make_sentences(200).texts, folder, 200)
     vocab_size = len(transformers.AutoTokenizer.from_pretrained(folder))
-    sizes = TINY_ROBERTA if kind == "roberta" else TINY_DISTILBERT
-    save_random_hf(folder, kind, head="mlm", **{**sizes, "vocab_size": vocab_size})
+    sizes = {"roberta": TINY_ROBERTA, "distilbert": TINY_DISTILBERT, "electra": TINY_ELECTRA}[kind]
+    save_random_hf(folder, kind, head="pretraining" if kind == "electra" else "mlm",
+                   **{**sizes, "vocab_size": vocab_size})
     workdir = tmp_path / "run"
     result = training.train_and_evaluate(
         tiny(**{"model.name_or_path": str(folder), "train.epochs": 1}), workdir)
