@@ -73,6 +73,9 @@ _MLM_HEAD = {
                    "vocab_projector.weight", None),
 }
 MASKED_LM_FAMILIES = tuple(_MLM_HEAD)
+# families that are another's architecture under their own name (same keys, ``roberta.`` included);
+# they load as that family and export as it, which transformers runs the same way
+_SAME_AS = {"xlm-roberta": "roberta", "camembert": "roberta"}
 # DistilBertConfig's names for the fields that BertConfig names as EncoderConfig does
 _DISTILBERT_NAMES = {"dim": "hidden_size", "n_layers": "num_hidden_layers",
                      "n_heads": "num_attention_heads", "hidden_dim": "intermediate_size",
@@ -88,10 +91,10 @@ _HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json",
 def config_from_hf(hf_config: Any, num_labels: int | None = None, **overrides: Any) -> EncoderConfig:
     """EncoderConfig from a transformers ALBERT/BERT/RoBERTa/DistilBERT/ELECTRA config or dict."""
     c = hf_config if isinstance(hf_config, Mapping) else hf_config.to_dict()
-    model_type = c.get("model_type")
+    model_type = _SAME_AS.get(c.get("model_type"), c.get("model_type"))
     if model_type not in _ARCHITECTURES:
         raise ValueError(f"model_type={model_type!r} is not supported: elbert_jax loads ALBERT, BERT, "
-                         "RoBERTa, DistilBERT and ELECTRA checkpoints")
+                         "RoBERTa (XLM-RoBERTa, CamemBERT), DistilBERT and ELECTRA checkpoints")
     if model_type == "distilbert":
         if c.get("sinusoidal_pos_embds"):
             raise ValueError("sinusoidal_pos_embds=True is not supported: transformers keeps that "

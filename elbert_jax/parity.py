@@ -27,7 +27,7 @@ def random_batch(vocab_size: int, batch: int = 4, seq_len: int = 12, pad_token_i
 
 
 FAMILIES = {"albert": "Albert", "bert": "Bert", "roberta": "Roberta", "distilbert": "DistilBert",
-            "electra": "Electra"}
+            "electra": "Electra", "xlm-roberta": "XLMRoberta", "camembert": "Camembert"}
 
 
 def save_random_checkpoint(folder: str | os.PathLike, kind: str, *, head: bool | str = True,

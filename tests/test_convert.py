@@ -63,11 +63,13 @@ def roberta_batch(seq_len=12):
                         pad_token_id=TINY_ROBERTA["pad_token_id"], pairs=False)
 
 
-@pytest.mark.parametrize("num_labels", [2, 5])
-def test_roberta_parity(tmp_path, num_labels):
+@pytest.mark.parametrize("kind,num_labels", [("roberta", 2), ("roberta", 5), ("xlm-roberta", 3),
+                                             ("camembert", 2)])
+def test_roberta_parity(tmp_path, kind, num_labels):
     """Padded rows of different lengths: RoBERTa numbers positions from pad + 1 and gives padding
-    the pad position, which the hidden states at every position (padding included) compare."""
-    folder = save_random_hf(tmp_path, "roberta", num_labels=num_labels, **TINY_ROBERTA)
+    the pad position, which the hidden states at every position (padding included) compare.
+    XLM-RoBERTa and CamemBERT are RoBERTa under other names."""
+    folder = save_random_hf(tmp_path, kind, num_labels=num_labels, **TINY_ROBERTA)
     model, params = load_pretrained(folder)
     assert model.config.model_type == "roberta" and model.config.pad_token_id == 1
     assert_parity(folder, TINY_ROBERTA["vocab_size"], roberta_batch())
