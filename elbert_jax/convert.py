@@ -116,6 +116,9 @@ def config_from_hf(hf_config: Any, num_labels: int | None = None, **overrides: A
         classifier_dropout = c.get("classifier_dropout")
         if classifier_dropout is None:
             classifier_dropout = c.get("hidden_dropout_prob", 0.1)
+    pad_token_id = c.get("pad_token_id")  # an explicit 0 stays 0
+    if pad_token_id is None:
+        pad_token_id = 1 if model_type == "roberta" else 0
     embedding_size = None  # E = H: no projection
     if model_type == "albert":
         embedding_size = c.get("embedding_size", 128)
@@ -138,7 +141,7 @@ def config_from_hf(hf_config: Any, num_labels: int | None = None, **overrides: A
         type_vocab_size=c.get("type_vocab_size", 2),
         layer_norm_eps=c.get("layer_norm_eps", 1e-12),
         initializer_range=c.get("initializer_range", 0.02),
-        pad_token_id=c.get("pad_token_id") or (1 if model_type == "roberta" else 0),
+        pad_token_id=pad_token_id,
         num_labels=num_labels,
     )
     fields.update(overrides)
@@ -401,7 +404,8 @@ def load_pretrained(name_or_path: str | os.PathLike, num_labels: int | None = No
                     seed: int = 0, new_head: bool = False,
                     checkpoint: tuple[Any, dict[str, np.ndarray], Path] | None = None,
                     **config_overrides: Any) -> tuple[ElbertModel, Params]:
-    """Model and float32 params from a transformers ALBERT/BERT/RoBERTa checkpoint (folder or hub id).
+    """Model and float32 params from a transformers checkpoint (folder or hub id) of a family
+    ``config_from_hf`` takes.
 
     ``num_labels`` defaults to the checkpoint's label count; a checkpoint whose classifier has a
     different count is refused (its head would be meaningless) unless ``new_head`` asks for a

@@ -145,11 +145,15 @@ class EncoderConfig:
         return 1 if self.model_type == "albert" else self.num_hidden_layers
 
     @property
-    def max_length(self) -> int:
-        """The longest sequence the position table holds: RoBERTa's first ``pad_token_id + 1``
+    def position_offset(self) -> int:
+        """The position of the first token: 0, but ``pad_token_id + 1`` in RoBERTa, whose lower
         positions are not for tokens (``position_ids``)."""
-        offset = self.pad_token_id + 1 if self.model_type == "roberta" else 0
-        return self.max_position_embeddings - offset
+        return self.pad_token_id + 1 if self.model_type == "roberta" else 0
+
+    @property
+    def max_length(self) -> int:
+        """The longest sequence the position table holds."""
+        return self.max_position_embeddings - self.position_offset
 
     @property
     def projects_embeddings(self) -> bool:
@@ -251,9 +255,8 @@ def position_ids(config: EncoderConfig, input_ids: Array) -> Array:
     """0, 1, 2, ... for ALBERT and BERT. RoBERTa (after fairseq) numbers the non-padding tokens
     from ``pad_token_id + 1`` and gives padding ``pad_token_id``, so its positions depend on where
     the padding is, as in transformers' ``create_position_ids_from_input_ids``."""
-    seq_len = input_ids.shape[-1]
-    if config.model_type != "roberta":
-        return jnp.arange(seq_len)[None, :]
+    if not config.position_offset:
+        return jnp.arange(input_ids.shape[-1])[None, :]
     real = (input_ids != config.pad_token_id).astype(jnp.int32)
     return jnp.cumsum(real, axis=-1) * real + config.pad_token_id
 

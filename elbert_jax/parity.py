@@ -26,26 +26,22 @@ def random_batch(vocab_size: int, batch: int = 4, seq_len: int = 12, pad_token_i
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": token_types}
 
 
-FAMILIES = {"albert": "Albert", "bert": "Bert", "roberta": "Roberta", "distilbert": "DistilBert",
-            "electra": "Electra", "xlm-roberta": "XLMRoberta", "camembert": "Camembert"}
-
-
 def save_random_checkpoint(folder: str | os.PathLike, kind: str, *, head: bool | str = True,
                            seed: int = 0, **config: Any) -> Path:
-    """A randomly initialised transformers model of family ``kind`` saved with ``save_pretrained``:
-    with a classifier (``head=True``), without (False), with a masked-LM head (``head="mlm"``) or
-    with its pretraining heads (``"pretraining"``: ELECTRA's discriminator as released).
-    ``config`` sets its transformers config (the family's defaults otherwise: the base shapes).
-    LayerNorm weights and biases, which start at 1 and 0, are perturbed so that a mix-up shows."""
+    """A randomly initialised transformers model of family ``kind`` (a ``model_type``: "bert",
+    "roberta", ...) saved with ``save_pretrained``: with a classifier (``head=True``), without
+    (False), with a masked-LM head (``head="mlm"``) or with its pretraining heads
+    (``"pretraining"``: ELECTRA's discriminator as released). ``config`` sets its transformers
+    config (the family's defaults otherwise: the base shapes). LayerNorm weights and biases, which
+    start at 1 and 0, are perturbed so that a mix-up shows."""
     import torch
     import transformers
 
     torch.manual_seed(seed)
-    prefix = FAMILIES[kind]
-    cfg = getattr(transformers, prefix + "Config")(**config)
-    suffix = {True: "ForSequenceClassification", False: "Model", "mlm": "ForMaskedLM",
-              "pretraining": "ForPreTraining"}[head]
-    model = getattr(transformers, prefix + suffix)(cfg)
+    cfg = transformers.AutoConfig.for_model(kind, **config)
+    auto = {True: "AutoModelForSequenceClassification", False: "AutoModel",
+            "mlm": "AutoModelForMaskedLM", "pretraining": "AutoModelForPreTraining"}[head]
+    model = getattr(transformers, auto).from_config(cfg)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "LayerNorm" in name or "layer_norm" in name or name.endswith("bias"):

@@ -72,6 +72,8 @@ def test_roberta_parity(tmp_path, kind, num_labels):
     folder = save_random_hf(tmp_path, kind, num_labels=num_labels, **TINY_ROBERTA)
     model, params = load_pretrained(folder)
     assert model.config.model_type == "roberta" and model.config.pad_token_id == 1
+    hf_config = json.loads((folder / "config.json").read_text())
+    assert config_from_hf({**hf_config, "pad_token_id": 0}).pad_token_id == 0  # not the default
     assert_parity(folder, TINY_ROBERTA["vocab_size"], roberta_batch())
     # our tokenizer marks a pair's second segment type 1; a one-type model reads it as type 0
     batch = roberta_batch()
