@@ -5,6 +5,7 @@
   python infer.py --checkpoint runs/demo --input news.csv --column headline --output out.csv \
       --format csv --engine refill --batch_size 256
   python infer.py --checkpoint runs/demo --from_report "Kone issued a profit warning in 2008."
+  python infer.py --checkpoint runs/demo/hf "Profit rose."  # a transformers classifier folder
   tail -f news.txt | python infer.py --checkpoint runs/demo --warm_up  # a live feed: a row per line
 
 Texts come from the arguments, stdin lines, or --input (.txt/.csv/.tsv/.jsonl); a checkpoint
@@ -28,7 +29,11 @@ import sys
 from absl import app, flags
 from absl import logging as absl_logging
 
-flags.DEFINE_string("checkpoint", None, "A workdir written by train.py.", required=True)
+flags.DEFINE_string("checkpoint", None, "A workdir written by train.py, or a transformers "
+                    "sequence classifier (a folder, e.g. from --mode export, or a hub id), served "
+                    "at full depth unless a policy flag says otherwise.", required=True)
+flags.DEFINE_integer("max_length", None, "A transformers checkpoint: truncate texts at this many "
+                     "tokens (default: its positions, at most 512); a workdir keeps its own.")
 flags.DEFINE_string("input", None, "A .txt/.csv/.tsv/.jsonl file (default: arguments or stdin).")
 flags.DEFINE_string("column", None, "Text column of a .csv/.tsv/.jsonl input (default: the "
                     "checkpoint's data.text_column for a run on tables, else 'text').")
@@ -80,10 +85,10 @@ def main(argv):
 
     parallel.configure_xla()
     try:
-        predictor = Predictor.from_workdir(
+        predictor = Predictor.load(
             FLAGS.checkpoint, engine=FLAGS.engine, batch_size=FLAGS.batch_size,
             devices=FLAGS.devices, dtype=FLAGS.dtype, attention=FLAGS.attention,
-            from_report=FLAGS.from_report, name=FLAGS.policy,
+            from_report=FLAGS.from_report, max_length=FLAGS.max_length, name=FLAGS.policy,
             threshold=FLAGS.threshold, window=FLAGS.window, margin=FLAGS.margin,
             variant=FLAGS.variant, patience=FLAGS.patience, layer=FLAGS.layer)
         live = False

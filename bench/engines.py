@@ -57,7 +57,7 @@ flags.DEFINE_integer("reps", 3, "Timed passes per measurement (median reported).
 flags.DEFINE_boolean("torch_peer", False, "Also time transformers' ALBERT at full depth.")
 flags.DEFINE_string("torch_compile_modes", "default", "torch.compile modes of the GPU peer "
                     "(comma-separated: default, reduce-overhead, max-autotune).")
-flags.DEFINE_string("checkpoint", None, "Workdir for --mode checkpoint.")
+flags.DEFINE_string("checkpoint", None, "Workdir (or transformers classifier) for --mode checkpoint.")
 flags.DEFINE_string("input", None, "Texts for --mode checkpoint (.txt, one per line); default: "
                     "Financial PhraseBank 50Agree from --phrasebank.")
 flags.DEFINE_string("phrasebank", str(Path(__file__).resolve().parents[2] / "shared" / "data" /
@@ -242,7 +242,7 @@ def checkpoint():
         serving["dtype"] = FLAGS.dtype
     if FLAGS["attention"].present:
         serving["attention"] = FLAGS.attention.split(",")[0]
-    predictor = Predictor.from_workdir(FLAGS.checkpoint, **serving)
+    predictor = Predictor.load(FLAGS.checkpoint, **serving)
     if FLAGS.input:
         texts = list(read_texts(FLAGS.input))
     else:

@@ -29,7 +29,8 @@ from absl import app, flags
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-flags.DEFINE_string("checkpoint", str(ROOT / "runs" / "demo"), "Workdir written by train.py.")
+flags.DEFINE_string("checkpoint", str(ROOT / "runs" / "demo"),
+                    "Workdir written by train.py, or a transformers classifier (folder or hub id).")
 flags.DEFINE_string("input", None, "A .txt of texts, one per line (default: demo sentences).")
 flags.DEFINE_integer("texts", 65536, "How many texts (the input's lines repeat if fewer).")
 flags.DEFINE_integer("chunk", 8192, "Texts per chunk (infer.py's --chunk).")
@@ -69,7 +70,7 @@ def main(argv: list[str]) -> None:
     jax.config.update("jax_platforms", FLAGS.device)
     from elbert_jax.predict import Predictor, write_rows
 
-    predictor = Predictor.from_workdir(FLAGS.checkpoint, engine=FLAGS.engine,
+    predictor = Predictor.load(FLAGS.checkpoint, engine=FLAGS.engine,
                                        batch_size=FLAGS.batch_size, dtype=FLAGS.dtype)
     texts = load_texts()
     chunks = [texts[i:i + FLAGS.chunk] for i in range(0, len(texts), FLAGS.chunk)]

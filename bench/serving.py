@@ -29,7 +29,8 @@ from absl import app, flags
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-flags.DEFINE_string("checkpoint", str(ROOT / "runs" / "demo"), "Workdir written by train.py.")
+flags.DEFINE_string("checkpoint", str(ROOT / "runs" / "demo"),
+                    "Workdir written by train.py, or a transformers classifier (folder or hub id).")
 flags.DEFINE_string("rates", "200,1000,4000", "Offered loads to measure (requests per second).")
 flags.DEFINE_integer("requests", 4000, "Requests per measurement.")
 flags.DEFINE_integer("max_batch", 64, "Batcher's largest batch (also the engine's batch size).")
@@ -137,7 +138,7 @@ def main(argv):
     parallel.configure_xla()
     if FLAGS.device == "cpu":
         jax.config.update("jax_platforms", "cpu")
-    predictor = Predictor.from_workdir(FLAGS.checkpoint, engine=FLAGS.engine,
+    predictor = Predictor.load(FLAGS.checkpoint, engine=FLAGS.engine,
                                        batch_size=FLAGS.max_batch, dtype=FLAGS.dtype)
     pool = demo.make_sentences(2000, seed=1).texts
     texts = [" ".join(pool[i % 2000:i % 2000 + 1 + i % 3]) for i in range(FLAGS.requests)]

@@ -401,7 +401,7 @@ def read_checkpoint(name_or_path: str | os.PathLike) -> tuple[Any, dict[str, np.
 
 
 def load_pretrained(name_or_path: str | os.PathLike, num_labels: int | None = None, *,
-                    seed: int = 0, new_head: bool = False,
+                    seed: int = 0, new_head: bool = False, require_head: bool = False,
                     checkpoint: tuple[Any, dict[str, np.ndarray], Path] | None = None,
                     **config_overrides: Any) -> tuple[ElbertModel, Params]:
     """Model and float32 params from a transformers checkpoint (folder or hub id) of a family
@@ -412,7 +412,8 @@ def load_pretrained(name_or_path: str | os.PathLike, num_labels: int | None = No
     fresh classifier. ``config_overrides`` set ``EncoderConfig`` fields such as
     ``dtype="bfloat16"``, ``head_per_layer=True`` or dropouts. The exit head's pooler and
     classifier come from the checkpoint when it has them; otherwise they are initialised from
-    ``seed`` and a warning names them. ``checkpoint``: ``read_checkpoint(name_or_path)`` when the
+    ``seed`` and a warning names them, or, with ``require_head`` (serving, where a random head
+    would answer at random), a ValueError does. ``checkpoint``: ``read_checkpoint(name_or_path)`` when the
     caller has read it already (for the tensors a classifier does not use).
     """
     hf_config, state, folder = checkpoint or read_checkpoint(name_or_path)
@@ -428,6 +429,10 @@ def load_pretrained(name_or_path: str | os.PathLike, num_labels: int | None = No
                          f"but num_labels={config.num_labels} was asked for; use matching labels, "
                          "or new_head=True (config model.new_head) for a fresh classifier")
     params, report = params_from_state_dict(config, state, seed, str(folder))
+    if report["initialised"] and require_head:
+        raise ValueError(f"{folder}: not a trained classifier ({', '.join(report['initialised'])} "
+                         "not in the checkpoint, e.g. a bare encoder or a masked-LM model); "
+                         "fine-tune it first (train.py --config.model.name_or_path=...)")
     if report["initialised"]:
         log.warning("%s: exit head initialised from seed %d (not in the checkpoint): %s", folder,
                     seed, ", ".join(report["initialised"]))

@@ -86,6 +86,65 @@ class Predictor:
                    policy, meta["max_length"], meta["buckets"], engine, batch_size,
                    mesh if mesh.size > 1 else None, pair_column, text_column)
 
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, engine: str = "refill",
+                        batch_size: int = 64, devices: int = 0, dtype: str | None = None,
+                        attention: str | None = None, max_length: int | None = None,
+                        **policy_overrides: Any) -> "Predictor":
+        """A transformers sequence classifier (folder or hub id, of any family ``load_pretrained``
+        reads): one fine-tuned elsewhere, or exported by ``train.py --mode export``. Its one
+        classifier was trained on the last layer only, so the default policy is ``static`` at
+        the last layer (full depth, the fast engines' rows); an early-exit policy
+        (``policy_overrides``) reads every layer through that classifier. Labels are the
+        checkpoint's ``id2label``. ``max_length`` (default: the model's positions, at most 512)
+        is where texts are truncated (rows marked ``"truncated"``); texts run at their own length
+        bucket, so a high limit costs short texts nothing."""
+        from elbert_jax.convert import load_pretrained, read_checkpoint
+
+        checkpoint = read_checkpoint(name_or_path)  # a hub id is fetched once, tokenizer included
+        serving = {k: v for k, v in (("dtype", dtype), ("attention", attention)) if v is not None}
+        model, params = load_pretrained(name_or_path, checkpoint=checkpoint, require_head=True,
+                                        **serving)
+        hf_config, _, folder = checkpoint
+        config = model.config
+        limit = min(config.max_length, 512)
+        max_length = limit if max_length is None else max_length
+        if not 1 <= max_length <= config.max_length:
+            raise ValueError(f"max_length={max_length} must be in [1, {config.max_length}], the "
+                             f"positions {folder} has")
+        settings = {"name": "static", "layer": config.num_hidden_layers}
+        settings.update({k: v for k, v in policy_overrides.items() if v is not None})
+        tokenizer = load_tokenizer(folder)
+        if tokenizer.vocab_size > config.vocab_size:  # JAX would clamp the ids past it in silence
+            raise ValueError(f"{folder}: the tokenizer has {tokenizer.vocab_size} tokens but the "
+                             f"model's vocabulary {config.vocab_size}")
+        labels = [str(hf_config.id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
+        mesh = parallel.data_mesh(devices, local=True)
+        return cls(model, params, tokenizer, labels, exits.ExitPolicy(**settings), max_length,
+                   tokenizer.buckets(max_length), engine, batch_size,
+                   mesh if mesh.size > 1 else None)
+
+    @classmethod
+    def load(cls, checkpoint: str | Path, from_report: bool = False,
+             max_length: int | None = None, **kwargs: Any) -> "Predictor":
+        """``from_workdir`` for a folder train.py wrote (it holds ``model.json``), else
+        ``from_pretrained`` (a transformers folder or hub id): what ``infer.py --checkpoint``
+        takes. ``from_report`` needs a workdir (the report is of its validation split), and
+        ``max_length`` a transformers checkpoint (a workdir serves at the length it trained at)."""
+        folder = Path(checkpoint).expanduser()
+        if folder.is_dir() and not any((folder / f).is_file() for f in ("model.json", "config.json")):
+            raise FileNotFoundError(f"{checkpoint}: neither a workdir written by train.py (no "
+                                    "model.json) nor a transformers checkpoint (no config.json)")
+        if (folder / "model.json").is_file():
+            if max_length is not None:
+                raise ValueError(f"{checkpoint}: a workdir serves at the max_length it was trained "
+                                 "with; max_length is for a transformers checkpoint")
+            return cls.from_workdir(checkpoint, from_report=from_report, **kwargs)
+        if from_report:
+            raise ValueError(f"{checkpoint}: from_report needs a workdir written by train.py (with "
+                             "model.json and a report); this is read as a transformers checkpoint")
+        return cls.from_pretrained(checkpoint, max_length=max_length, **kwargs)
+
     def __post_init__(self) -> None:
         self._engines: dict[bool, Engine] = {}
         self.engine_for(False)  # validates the engine name now

@@ -72,6 +72,68 @@ def test_serving_attention_override(trained):
         Predictor.from_workdir(workdir, attention="cudnn")  # the checkpoint computes in float32
 
 
+def test_a_transformers_classifier_is_served(trained, tmp_path, monkeypatch):
+    """A transformers classifier folder (here the run exported) or hub id serves like the run:
+    at full depth by default, and under any policy through its one classifier, which is the
+    run's shared exit head, so every layer's rows equal the run's."""
+    from elbert_jax import report
+
+    workdir, _ = trained
+    exported = report.export(workdir, tmp_path / "hf")
+    served = Predictor.load(exported)
+    assert (served.policy.name, served.policy.layer) == ("static", 3)
+    assert served.label_names == Predictor.from_workdir(workdir).label_names
+    assert served.max_length == 32  # the tiny model's positions
+    for policy in ({"name": "static", "layer": 3}, {"name": "cwb", "threshold": 0.3, "window": 2}):
+        want = Predictor.from_workdir(workdir, **policy).predict(TEXTS, trace=True)
+        got = Predictor.load(exported, **policy).predict(TEXTS, trace=True)
+        assert [(r["label"], r["exit_layer"], r.get("empty")) for r in got] == \
+            [(r["label"], r["exit_layer"], r.get("empty")) for r in want]
+        np.testing.assert_allclose([r["probs"] for r in got], [r["probs"] for r in want], atol=1e-6)
+
+    import huggingface_hub  # a hub id: downloaded once, weights and tokenizer from one snapshot
+
+    fetched = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo, **kw: fetched.append(repo) or str(exported))
+    assert Predictor.load("someone/finance-sentiment", max_length=16).predict(TEXTS[:1])[0][
+        "label"] == served.predict(TEXTS[:1])[0]["label"]
+    assert fetched == ["someone/finance-sentiment"]
+
+    with pytest.raises(ValueError, match="from_report needs a workdir"):
+        Predictor.load(exported, from_report=True)
+    with pytest.raises(ValueError, match="serves at the max_length it was trained with"):
+        Predictor.load(workdir, max_length=16)
+    with pytest.raises(ValueError, match=r"max_length=33 must be in \[1, 32\]"):
+        Predictor.load(exported, max_length=33)
+    with pytest.raises(FileNotFoundError, match="neither a workdir .* nor a transformers"):
+        Predictor.load(tmp_path)
+
+
+def test_a_checkpoint_without_a_trained_classifier_is_not_served(tmp_path):
+    """A bare encoder (or a masked-LM model) would be served through a random classifier."""
+    from conftest import TINY_BERT, save_random_hf
+
+    folder = save_random_hf(tmp_path / "bert", "bert", head=False, **TINY_BERT)
+    with pytest.raises(ValueError, match=r"not a trained classifier \(.*classifier.* not in the "
+                                         r"checkpoint"):
+        Predictor.load(folder)
+
+
+def test_infer_cli_serves_a_transformers_folder(trained, tmp_path):
+    from elbert_jax import report
+
+    exported = report.export(trained[0], tmp_path / "hf")
+    run = infer("--checkpoint", str(exported), *TEXTS)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [json.loads(line) for line in run.stdout.splitlines()]
+    want = Predictor.from_workdir(trained[0], name="static", layer=3).predict(TEXTS)
+    assert [(r["label"], r["exit_layer"]) for r in rows] == [(r["label"], 3) for r in want]
+    run = infer("--checkpoint", str(exported), "--from_report", "Profit rose.")
+    assert run.returncode == 1 and "from_report needs a workdir" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
 def test_read_texts(tmp_path):
     (tmp_path / "a.txt").write_bytes(b"one\r\n\r\ncaf\xe9 latin-1\nlast")
     assert list(read_texts(tmp_path / "a.txt")) == ["one", "", "caf\ufffd latin-1", "last"]

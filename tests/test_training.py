@@ -285,7 +285,7 @@ def test_a_pretrained_checkpoint_fine_tunes_serves_and_exports(tmp_path, kind):
     (roberta-base), a DistilBertForMaskedLM or an ElectraForPreTraining (the released
     discriminator) with a WordPiece one: fine-tuned by train.py's code, served by Predictor, and
     exported to a folder whose transformers model gives Predictor's last exit on a padded batch
-    (RoBERTa's positions depend on the padding)."""
+    (RoBERTa's positions depend on the padding), and which Predictor serves as it is."""
     torch = pytest.importorskip("torch")
     import transformers
 
@@ -309,7 +309,8 @@ def test_a_pretrained_checkpoint_fine_tunes_serves_and_exports(tmp_path, kind):
     model, _, _ = checkpoints.restore_params(workdir)
     assert model.config.model_type == kind
     texts = ["Nokia's net sales rose by 5 % in 2008.", "Profit fell."]
-    rows = Predictor.from_workdir(workdir, name="static", layer=3).predict(texts)
+    predictor = Predictor.from_workdir(workdir, name="static", layer=3)
+    rows = predictor.predict(texts)
     exported = report.export(workdir, tmp_path / "hf")
     hf = transformers.AutoModelForSequenceClassification.from_pretrained(exported).eval()
     assert type(hf).__name__.lower() == f"{kind}forsequenceclassification"
@@ -320,6 +321,10 @@ def test_a_pretrained_checkpoint_fine_tunes_serves_and_exports(tmp_path, kind):
         theirs = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     np.testing.assert_allclose([r["probs"] for r in rows], torch.softmax(theirs, -1).numpy(),
                                atol=1e-5)
+    served = Predictor.from_pretrained(exported, max_length=predictor.max_length).predict(texts)
+    assert [(r["label"], r.get("truncated")) for r in served] == \
+        [(r["label"], r.get("truncated")) for r in rows]
+    np.testing.assert_allclose([r["probs"] for r in served], [r["probs"] for r in rows], atol=1e-6)
 
 
 def test_a_model_too_small_for_the_data_or_the_tokenizer_is_refused(tmp_path):
