@@ -455,9 +455,10 @@ def save_pretrained(folder: str | os.PathLike, config: EncoderConfig, params: Pa
     """
     from safetensors.numpy import save_file
 
+    hf_config = config_to_hf(config, label_names)  # may refuse: before anything is written
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config_to_hf(config, label_names).save_pretrained(folder)
+    hf_config.save_pretrained(folder)
     state = state_dict_from_params(config, params)
     if not classifier:
         state = {k: v for k, v in state.items() if not k.startswith("classifier.")}

@@ -295,4 +295,8 @@ def export(workdir: str | Path, export_dir: str | Path) -> Path:
     """The best checkpoint as a transformers folder (config, safetensors, tokenizer, label names)."""
     model, params, meta = checkpoints.restore_best_params(workdir)
     tokenizer = load_tokenizer(Path(workdir) / "tokenizer")
-    return save_pretrained(export_dir, model.config, params, tokenizer, meta["label_names"])
+    try:
+        return save_pretrained(export_dir, model.config, params, tokenizer, meta["label_names"])
+    except ValueError as error:  # a model transformers cannot run: train.py's one error line
+        raise config_lib.ConfigError(f"{workdir} cannot be exported: {error} (infer.py serves the workdir "
+                          "itself)") from error

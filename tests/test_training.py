@@ -279,6 +279,24 @@ def test_report_and_export(trained, tmp_path):
     np.testing.assert_allclose(row["probs"], theirs, atol=1e-5)
 
 
+def test_a_run_transformers_cannot_run_is_not_exported(trained, tmp_path):
+    """Mean pooling has no transformers head: refused as train.py's one error line (a
+    ConfigError), before the export folder exists."""
+    import shutil
+
+    from elbert_jax import report
+    from elbert_jax.config import ConfigError
+
+    workdir = tmp_path / "mean_pooling"
+    shutil.copytree(trained[0], workdir)
+    meta = json.loads((workdir / "model.json").read_text())
+    meta["encoder"]["pooling"] = "mean"  # the same params, read as a mean-pooling model
+    (workdir / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match=r"cannot be exported: pooling='mean' has no transformers"):
+        report.export(workdir, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+
+
 @pytest.mark.parametrize("kind", ["roberta", "distilbert", "electra"])
 def test_a_pretrained_checkpoint_fine_tunes_serves_and_exports(tmp_path, kind):
     """Checkpoints as the hub has them: a RobertaForMaskedLM with a byte-level BPE tokenizer
