@@ -132,6 +132,11 @@ class Predictor:
         takes. ``from_report`` needs a workdir (the report is of its validation split), and
         ``max_length`` a transformers checkpoint (a workdir serves at the length it trained at)."""
         folder = Path(checkpoint).expanduser()
+        name = str(checkpoint)
+        if not folder.exists() and (folder.is_absolute() or name.startswith((".", "~"))
+                                    or name.count("/") > 1):  # a path, not a hub id: say so
+            raise FileNotFoundError(f"{checkpoint}: no such folder (a workdir written by train.py "
+                                    "with its model.json, or a transformers checkpoint)")
         if folder.is_dir() and not any((folder / f).is_file() for f in ("model.json", "config.json")):
             raise FileNotFoundError(f"{checkpoint}: neither a workdir written by train.py (no "
                                     "model.json) nor a transformers checkpoint (no config.json)")
@@ -147,6 +152,10 @@ class Predictor:
 
     def __post_init__(self) -> None:
         self._engines: dict[bool, Engine] = {}
+        names = [name.lower() for name in self.label_names]
+        # FinBERT's sentiment score, p(positive) - p(negative), for label sets that have both
+        self._polarity = ((names.index("positive"), names.index("negative"))
+                          if {"positive", "negative"} <= set(names) else None)
         self.engine_for(False)  # validates the engine name now
 
     def engine_for(self, trace: bool) -> Engine:
@@ -202,7 +211,10 @@ class Predictor:
                 trace: bool = False, thresholds: Sequence[float] | None = None
                 ) -> list[dict[str, Any]]:
         """One dict per text, in order: ``label``, ``probs`` (at the exit), ``exit_layer``, and
-        ``trace`` (probabilities of every layer up to the exit) if asked. A text that is empty
+        ``trace`` (probabilities of every layer up to the exit) if asked; with labels named
+        ``positive`` and ``negative``, ``score``: p(positive) - p(negative) at the exit, in
+        [-1, 1] (FinBERT's sentiment score), a signal a trading system can threshold or
+        average. A text that is empty
         or blank is still classified (as the bare special tokens) and marked ``"empty": true``;
         one longer than ``max_length`` tokens is classified on its first ``max_length`` tokens
         (as in training) and marked ``"truncated": true``. ``thresholds`` (one per text) replaces
@@ -220,9 +232,14 @@ class Predictor:
         probs = out.probs.astype(np.float64).round(6).tolist()  # whole arrays: no per-row numpy
         layers = out.layer.tolist()
         traces = out.trace.astype(np.float64).round(6) if trace else None
+        scores = None
+        if self._polarity is not None:
+            pos, neg = self._polarity
+            scores = (out.probs[:, pos].astype(np.float64) - out.probs[:, neg]).round(6).tolist()
         rows = []
         for i, text in enumerate(texts):
-            row = {"label": labels[i], "probs": probs[i], "exit_layer": layers[i]}
+            row = {"label": labels[i], **({"score": scores[i]} if scores else {}),
+                   "probs": probs[i], "exit_layer": layers[i]}
             if traces is not None:
                 row["trace"] = traces[i, :layers[i]].tolist()
             if not text.strip() and (pairs is None or not pairs[i].strip()):
@@ -241,7 +258,8 @@ class Predictor:
         (``read_texts(..., pair_column=...)`` reads them).
 
         A ``BadInput`` item (an unreadable row of ``read_texts``) keeps its place as a row with
-        ``label``, ``probs`` and ``exit_layer`` None and ``error`` saying where and why.
+        ``label``, ``probs`` and ``exit_layer`` (and ``score``) None and ``error`` saying where
+        and why.
         ``overlap``: a pipeline of threads: one reads and tokenises chunk k + 2 while another runs
         the model on chunk k + 1 and the caller takes chunk k's rows (up to five chunks in
         memory); without it the device waits for the host's tokeniser and the writing of rows,
@@ -286,7 +304,8 @@ class Predictor:
         rows = iter(self._rows(*_texts_and_pairs(good), enc, out, trace) if good else [])
         for item in buffer:
             if isinstance(item, BadInput):
-                yield {"label": None, "probs": None, "exit_layer": None, "error": str(item)}
+                yield {"label": None, **({"score": None} if self._polarity else {}),
+                       "probs": None, "exit_layer": None, "error": str(item)}
             else:
                 yield next(rows)
 
@@ -538,11 +557,11 @@ class Summary:
 
 def write_rows(rows: Iterable[dict[str, Any]], handle: TextIO, fmt: str = "jsonl") -> Iterator[dict]:
     """Writes each row as it comes (JSON lines, or CSV
-    ``id,label,exit_layer,probs,trace,empty,truncated,error`` with lists as JSON) and yields it on,
-    so a caller can count and summarise the same stream."""
+    ``id,label,score,exit_layer,probs,trace,empty,truncated,error`` with lists as JSON) and yields
+    it on, so a caller can count and summarise the same stream."""
     if fmt not in ("jsonl", "csv"):
         raise ValueError(f"output format {fmt!r} is not jsonl or csv")
-    fields = ["id", "label", "exit_layer", "probs", "trace", "empty", "truncated", "error"]
+    fields = ["id", "label", "score", "exit_layer", "probs", "trace", "empty", "truncated", "error"]
     writer = csv.writer(handle) if fmt == "csv" else None
     if writer:
         writer.writerow(fields)

@@ -214,6 +214,7 @@ def test_infer_cli_hostile_files(trained, tmp_path):
     assert [int(r["id"]) for r in rows] == list(range(len(CSV_ROWS)))
     errors = [r["error"] for r in rows]
     assert sum(bool(e) for e in errors) == 1 and "more fields than the header" in errors[6]
+    assert rows[6]["score"] == "" and all(-1 <= float(r["score"]) <= 1 for r in rows if not r["error"])
     assert json.loads(run.stderr.decode().strip().splitlines()[-1])["errors"] == 1
 
     run = run_infer("--checkpoint", str(workdir), "--input", str(path), "--bad_rows", "error")
@@ -233,7 +234,8 @@ def test_infer_cli_hostile_files(trained, tmp_path):
         assert run.returncode == 1 and message in run.stderr and b"Traceback" not in run.stderr, \
             run.stderr[-1000:]
     run = run_infer("--checkpoint", str(tmp_path / "nothing"), "x")
-    assert run.returncode == 1 and b"model.json" in run.stderr and b"Traceback" not in run.stderr
+    assert run.returncode == 1 and b"nothing: no such folder" in run.stderr
+    assert b"model.json" in run.stderr and b"Traceback" not in run.stderr
 
 
 def test_tokenizer_never_fails_on_text(trained):

@@ -227,7 +227,7 @@ def test_a_sentence_pair_checkpoint_is_served_pairs(pair_run, trained, tmp_path)
 
 
 def test_write_rows_and_summary():
-    rows = [{"id": 0, "label": "positive", "probs": [0.1, 0.2, 0.7], "exit_layer": 2},
+    rows = [{"id": 0, "label": "positive", "score": 0.6, "probs": [0.1, 0.2, 0.7], "exit_layer": 2},
             {"id": 1, "label": "neutral", "probs": [0.2, 0.6, 0.2], "exit_layer": 4, "empty": True}]
     out = io.StringIO()
     summary = Summary(num_layers=4)
@@ -236,6 +236,7 @@ def test_write_rows_and_summary():
     parsed = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert [r["label"] for r in parsed] == ["positive", "neutral"]
     assert json.loads(parsed[0]["probs"]) == [0.1, 0.2, 0.7] and parsed[1]["empty"] == "True"
+    assert parsed[0]["score"] == "0.6" and parsed[1]["score"] == ""
     report = summary.report()
     assert report["count"] == 2 and report["mean_exit_layer"] == 3.0
     assert report["computation_cost"] == 0.75 and report["exit_histogram"] == {"2": 1, "4": 1}

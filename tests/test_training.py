@@ -373,7 +373,12 @@ def test_predictor_rows_in_order(trained):
         assert row["label"] in ("negative", "neutral", "positive")
         assert 1 <= row["exit_layer"] <= 3 and abs(sum(row["probs"]) - 1) < 1e-4
         assert row["probs"] == row["trace"][row["exit_layer"] - 1]
+        negative, _, positive = row["probs"]  # labels negative, neutral, positive
+        assert abs(row["score"] - (positive - negative)) < 2e-6  # FinBERT's sentiment score
     assert list(predictor.stream(iter(texts), chunk=3)) == predictor.predict(texts)
+    # labels without both polarities get no score
+    other = dataclasses.replace(predictor, label_names=["negative", "neutral", "mixed"])
+    assert "score" not in other.predict(texts[:1])[0]
 
 
 def test_cli_train_override_and_infer(tmp_path):
