@@ -140,7 +140,7 @@ def _early_exit_totals(runs: Sequence[dict[str, Any]]) -> str:
                    for (row, _), r in zip(rows, runs))
         return (f"{right} ({right / n:.4f}{gap}); validation {seen} of "
                 f"{sum(r['validation_texts'] for r in runs)}")
-    return (f"| **{len(runs)} runs, texts right of {n}** | {last} ({last / n:.4f}) "
+    return (f"| **{len(runs)} run{'s' * (len(runs) != 1)}, texts right of {n}** | {last} ({last / n:.4f}) "
             f"| {total('chosen_on_validation', 'cwb', 'test_accuracy')} "
             f"| {total('chosen_on_validation', 'entropy', 'test_accuracy')} "
             f"| {total('test_sweep', 'cwb', 'accuracy')} | {total('test_sweep', 'entropy', 'accuracy')} "

@@ -265,7 +265,7 @@ def test_report_and_export(trained, tmp_path):
     assert run["report"]["chosen_on_validation"] == chosen["best"]
     assert run["report"]["last_exit"] == table["metrics"]["per_exit_accuracy"][-1]
     last = round(run["report"]["last_exit"] * run["test_texts"])
-    assert f"| **1 runs, texts right of {run['test_texts']}** | {last} (" in summary_lib.markdown([run])
+    assert f"| **1 run, texts right of {run['test_texts']}** | {last} (" in summary_lib.markdown([run])
     for image in table["images"]:
         assert Path(image).stat().st_size > 1000
     folder = report.export(workdir, tmp_path / "hf")
