@@ -22,6 +22,7 @@ histogram) goes to stderr.
 import contextlib
 import dataclasses
 import io
+import itertools
 import json
 import os
 import sys
@@ -40,6 +41,9 @@ flags.DEFINE_string("column", None, "Text column of a .csv/.tsv/.jsonl input (de
 flags.DEFINE_string("pair_column", None, "Second-sentence column of a .csv/.tsv/.jsonl input, for "
                     "a checkpoint trained on sentence pairs (default: the one it was trained on); "
                     "lines (arguments, stdin, .txt) are then 'first<TAB>second'.")
+flags.DEFINE_list("keep", [], "Columns of a .csv/.tsv/.jsonl --input copied into each output "
+                  "row after its id (e.g. --keep article_id,published), as they are in the file; "
+                  "null where a row lacks them.")
 flags.DEFINE_string("encoding", "utf-8", "Encoding of --input/stdin (undecodable bytes become U+FFFD).")
 flags.DEFINE_enum("bad_rows", "mark", ["mark", "error"], "An input row with no text (bad CSV/JSONL "
                   "row): 'mark' writes a row with an error field, 'error' stops there.")
@@ -81,9 +85,12 @@ def main(argv):
 
     from elbert_jax import parallel
     from elbert_jax.data import DataError
-    from elbert_jax.predict import Predictor, Summary, read_texts, split_pairs, write_rows
+    from elbert_jax.predict import (Predictor, Summary, read_columns, read_texts, split_pairs,
+                                    write_rows)
 
     parallel.configure_xla()
+    if FLAGS.keep and not FLAGS.input:
+        sys.exit("infer.py: error: --keep copies columns of an --input table (.csv/.tsv/.jsonl)")
     try:
         predictor = Predictor.load(
             FLAGS.checkpoint, engine=FLAGS.engine, batch_size=FLAGS.batch_size,
@@ -111,13 +118,18 @@ def main(argv):
         if FLAGS.warm_up:
             predictor.warm_up(trace=FLAGS.trace)
         summary = Summary(predictor.model.config.num_hidden_layers)
-        rows = ({"id": i, **row} for i, row in enumerate(
-            predictor.stream(texts, chunk=FLAGS.chunk, trace=FLAGS.trace, live=live)))
+        # a row's kept columns come from a second read of the file, row for row
+        kept = itertools.repeat({})
+        if FLAGS.keep:
+            kept = read_columns(FLAGS.input, FLAGS.keep, FLAGS.encoding)
+            kept = itertools.chain([next(kept, {})], kept)  # a missing column: refused now
+        rows = ({"id": i, **extra, **row} for i, (row, extra) in enumerate(zip(
+            predictor.stream(texts, chunk=FLAGS.chunk, trace=FLAGS.trace, live=live), kept)))
         with contextlib.ExitStack() as stack:
             out = (stack.enter_context(open(FLAGS.output, "w", encoding="utf-8", newline=""))
                    if FLAGS.output else sys.stdout)
             progress = tqdm(unit="text", file=sys.stderr, disable=None, mininterval=1.0)
-            for row in write_rows(rows, out, FLAGS.format):
+            for row in write_rows(rows, out, FLAGS.format, FLAGS.keep):
                 summary.add(row)
                 progress.update()
                 if live:

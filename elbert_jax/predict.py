@@ -457,12 +457,7 @@ def read_texts(path: str | Path, column: str = "text", encoding: str = "utf-8",
     """
     if bad_rows not in ("mark", "error"):
         raise ValueError(f"bad_rows={bad_rows!r} is not mark or error")
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in INPUT_FORMATS:
-        raise DataError(f"{path}: unsupported input type {suffix!r}; use one of {INPUT_FORMATS}")
-    if encoding.replace("-", "").replace("_", "").lower() == "utf8":
-        encoding = "utf-8-sig"
+    path, suffix, encoding = _input_file(path, encoding)
 
     def bad(number: int, reason: str) -> BadInput:
         if bad_rows == "error":
@@ -500,6 +495,44 @@ def read_texts(path: str | Path, column: str = "text", encoding: str = "utf-8",
                 else:
                     yield record[column] if pair_column is None else (record[column],
                                                                       record[pair_column])
+
+
+def _input_file(path: str | Path, encoding: str) -> tuple[Path, str, str]:
+    """The path, its suffix (one of ``INPUT_FORMATS``) and the encoding to open it with (UTF-8
+    ignores a BOM)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in INPUT_FORMATS:
+        raise DataError(f"{path}: unsupported input type {suffix!r}; use one of {INPUT_FORMATS}")
+    if encoding.replace("-", "").replace("_", "").lower() == "utf8":
+        encoding = "utf-8-sig"
+    return path, suffix, encoding
+
+
+def read_columns(path: str | Path, columns: Sequence[str], encoding: str = "utf-8"
+                 ) -> Iterator[dict[str, Any]]:
+    """``columns`` of each row of a .csv/.tsv/.jsonl file, one dict per row in the order
+    ``read_texts`` yields them (bad rows included), for carrying a row's own fields (an article
+    id, a timestamp) into its output row. Values are as in the file (JSON types for .jsonl); a
+    row without them (a bad row, a JSONL object lacking one) gets None. A CSV header without one
+    of them raises ``DataError`` at once."""
+    path, suffix, encoding = _input_file(path, encoding)
+    if suffix == ".txt":
+        raise DataError(f"{path}: a .txt file has no columns to keep; use .csv, .tsv or .jsonl")
+    empty = dict.fromkeys(columns)
+    with open(path, encoding=encoding, errors="replace",
+              newline="\n" if suffix == ".jsonl" else "") as handle:
+        if suffix == ".jsonl":
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    record = None
+                yield ({c: record.get(c) for c in columns} if isinstance(record, dict)
+                       else empty.copy())
+        else:
+            for _, record in csv_records(handle, path, columns, suffix == ".tsv"):
+                yield {c: record[c] for c in columns} if isinstance(record, dict) else empty.copy()
 
 
 def split_pairs(lines: Iterable[str], source: str, bad_rows: str = "mark"
@@ -555,20 +588,29 @@ class Summary:
                 "exit_histogram": {str(k): self.histogram[k] for k in sorted(self.histogram)}}
 
 
-def write_rows(rows: Iterable[dict[str, Any]], handle: TextIO, fmt: str = "jsonl") -> Iterator[dict]:
+OUTPUT_FIELDS = ("id", "label", "score", "exit_layer", "probs", "trace", "empty", "truncated",
+                 "error")
+
+
+def write_rows(rows: Iterable[dict[str, Any]], handle: TextIO, fmt: str = "jsonl",
+               kept: Sequence[str] = ()) -> Iterator[dict]:
     """Writes each row as it comes (JSON lines, or CSV
-    ``id,label,score,exit_layer,probs,trace,empty,truncated,error`` with lists as JSON) and yields
-    it on, so a caller can count and summarise the same stream."""
+    ``id,<kept>,label,score,exit_layer,probs,trace,empty,truncated,error`` with lists as JSON;
+    ``kept``: input columns carried into the rows, ``read_columns``) and yields it on, so a caller
+    can count and summarise the same stream."""
     if fmt not in ("jsonl", "csv"):
         raise ValueError(f"output format {fmt!r} is not jsonl or csv")
-    fields = ["id", "label", "score", "exit_layer", "probs", "trace", "empty", "truncated", "error"]
+    clash = sorted(set(kept) & set(OUTPUT_FIELDS))
+    if clash:
+        raise ValueError(f"kept column(s) {clash} would overwrite output fields {OUTPUT_FIELDS}")
+    fields = ["id", *kept, *OUTPUT_FIELDS[1:]]
     writer = csv.writer(handle) if fmt == "csv" else None
     if writer:
         writer.writerow(fields)
     for row in rows:
         if writer:
-            writer.writerow([json.dumps(row[f]) if isinstance(row.get(f), list) else row.get(f, "")
-                             for f in fields])
+            writer.writerow([json.dumps(row[f]) if isinstance(row.get(f), (list, dict))
+                             else row.get(f, "") for f in fields])
         else:
             handle.write(json.dumps(row) + "\n")
         yield row

@@ -134,6 +134,58 @@ def test_infer_cli_serves_a_transformers_folder(trained, tmp_path):
     assert "Traceback" not in run.stderr
 
 
+def test_read_columns_row_for_row_with_read_texts(tmp_path):
+    """A row's own fields (an article id, a timestamp) line up with its text, bad rows
+    included, so infer.py --keep can carry them into the output."""
+    from elbert_jax.predict import read_columns
+
+    with open(tmp_path / "a.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([["id", "headline", "ts"], ["a", 'x, "q"\ny', "1"],
+                                      ["b", "two", "2", "extra"], ["c", "three", "3"]])
+    texts = list(read_texts(tmp_path / "a.csv", "headline"))
+    kept = list(read_columns(tmp_path / "a.csv", ["id", "ts"]))
+    assert len(texts) == len(kept) == 3 and isinstance(texts[1], BadInput)
+    assert kept == [{"id": "a", "ts": "1"}, {"id": None, "ts": None}, {"id": "c", "ts": "3"}]
+    (tmp_path / "a.jsonl").write_text('{"id": 7, "text": "x", "at": {"t": 1}}\nnope\n'
+                                      '{"text": "y"}\n\n')
+    assert len(list(read_texts(tmp_path / "a.jsonl"))) == 4
+    assert list(read_columns(tmp_path / "a.jsonl", ["id", "at"])) == [
+        {"id": 7, "at": {"t": 1}}, {"id": None, "at": None}, {"id": None, "at": None},
+        {"id": None, "at": None}]
+    with pytest.raises(DataError, match=r"a.csv:1: missing column\(s\) \['nope'\]"):
+        next(read_columns(tmp_path / "a.csv", ["nope"]))
+    (tmp_path / "a.txt").write_text("x\n")
+    with pytest.raises(DataError, match="has no columns to keep"):
+        next(read_columns(tmp_path / "a.txt", ["id"]))
+    out = io.StringIO()
+    rows = [{"id": 0, "article": "a", "at": {"t": 1}, "label": "positive", "probs": [1.0]}]
+    list(write_rows(rows, out, "csv", kept=["article", "at"]))
+    header, line = list(csv.reader(io.StringIO(out.getvalue())))
+    assert header[:4] == ["id", "article", "at", "label"] and line[:4] == ["0", "a", '{"t": 1}',
+                                                                           "positive"]
+    with pytest.raises(ValueError, match="would overwrite output fields"):
+        list(write_rows(rows, out, "csv", kept=["label"]))
+
+
+def test_infer_cli_keeps_input_columns(trained, tmp_path):
+    workdir, _ = trained
+    source = tmp_path / "news.jsonl"
+    source.write_text("".join(json.dumps({"article": f"a{i}", "headline": t}) + "\n"
+                              for i, t in enumerate(TEXTS)) + "not json\n")
+    run = infer("--checkpoint", str(workdir), "--input", str(source), "--column", "headline",
+                "--keep", "article,missing")
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [r["article"] for r in rows] == [f"a{i}" for i in range(len(TEXTS))] + [None]
+    assert {r["missing"] for r in rows} == {None} and rows[-1]["error"].endswith("not JSON "
+                                                                                 "(Expecting value)")
+    assert list(rows[0])[:3] == ["id", "article", "missing"]
+    want = Predictor.from_workdir(workdir).predict(TEXTS)
+    assert [r["label"] for r in rows[:-1]] == [r["label"] for r in want]
+    run = infer("--checkpoint", str(workdir), "--keep", "article", "Profit rose.")
+    assert run.returncode == 1 and "--keep copies columns of an --input table" in run.stderr
+
+
 def test_read_texts(tmp_path):
     (tmp_path / "a.txt").write_bytes(b"one\r\n\r\ncaf\xe9 latin-1\nlast")
     assert list(read_texts(tmp_path / "a.txt")) == ["one", "", "caf\ufffd latin-1", "last"]
