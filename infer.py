@@ -43,7 +43,8 @@ flags.DEFINE_string("pair_column", None, "Second-sentence column of a .csv/.tsv/
                     "lines (arguments, stdin, .txt) are then 'first<TAB>second'.")
 flags.DEFINE_list("keep", [], "Columns of a .csv/.tsv/.jsonl --input copied into each output "
                   "row after its id (e.g. --keep article_id,published), as they are in the file; "
-                  "null where a row lacks them.")
+                  "null where a row lacks them. COLUMN:NAME writes it as NAME (--keep label:gold "
+                  "for a column named like an output field).")
 flags.DEFINE_string("encoding", "utf-8", "Encoding of --input/stdin (undecodable bytes become U+FFFD).")
 flags.DEFINE_enum("bad_rows", "mark", ["mark", "error"], "An input row with no text (bad CSV/JSONL "
                   "row): 'mark' writes a row with an error field, 'error' stops there.")
@@ -120,8 +121,10 @@ def main(argv):
         summary = Summary(predictor.model.config.num_hidden_layers)
         # a row's kept columns come from a second read of the file, row for row
         kept = itertools.repeat({})
+        names = {c: n or c for c, _, n in (item.partition(":") for item in FLAGS.keep)}
         if FLAGS.keep:
-            kept = read_columns(FLAGS.input, FLAGS.keep, FLAGS.encoding)
+            kept = ({names[c]: v for c, v in values.items()}
+                    for values in read_columns(FLAGS.input, list(names), FLAGS.encoding))
             kept = itertools.chain([next(kept, {})], kept)  # a missing column: refused now
         rows = ({"id": i, **extra, **row} for i, (row, extra) in enumerate(zip(
             predictor.stream(texts, chunk=FLAGS.chunk, trace=FLAGS.trace, live=live), kept)))
@@ -129,7 +132,7 @@ def main(argv):
             out = (stack.enter_context(open(FLAGS.output, "w", encoding="utf-8", newline=""))
                    if FLAGS.output else sys.stdout)
             progress = tqdm(unit="text", file=sys.stderr, disable=None, mininterval=1.0)
-            for row in write_rows(rows, out, FLAGS.format, FLAGS.keep):
+            for row in write_rows(rows, out, FLAGS.format, list(names.values())):
                 summary.add(row)
                 progress.update()
                 if live:

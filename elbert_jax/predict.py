@@ -602,7 +602,10 @@ def write_rows(rows: Iterable[dict[str, Any]], handle: TextIO, fmt: str = "jsonl
         raise ValueError(f"output format {fmt!r} is not jsonl or csv")
     clash = sorted(set(kept) & set(OUTPUT_FIELDS))
     if clash:
-        raise ValueError(f"kept column(s) {clash} would overwrite output fields {OUTPUT_FIELDS}")
+        raise ValueError(f"kept column(s) {clash} would overwrite output fields {OUTPUT_FIELDS}; "
+                         "write them under other names (infer.py --keep COLUMN:NAME)")
+    if len(set(kept)) < len(kept):
+        raise ValueError(f"kept columns {list(kept)} repeat a name")
     fields = ["id", *kept, *OUTPUT_FIELDS[1:]]
     writer = csv.writer(handle) if fmt == "csv" else None
     if writer:

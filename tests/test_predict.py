@@ -165,21 +165,24 @@ def test_read_columns_row_for_row_with_read_texts(tmp_path):
                                                                            "positive"]
     with pytest.raises(ValueError, match="would overwrite output fields"):
         list(write_rows(rows, out, "csv", kept=["label"]))
+    with pytest.raises(ValueError, match="repeat a name"):
+        list(write_rows(rows, out, "csv", kept=["at", "at"]))
 
 
 def test_infer_cli_keeps_input_columns(trained, tmp_path):
     workdir, _ = trained
     source = tmp_path / "news.jsonl"
-    source.write_text("".join(json.dumps({"article": f"a{i}", "headline": t}) + "\n"
-                              for i, t in enumerate(TEXTS)) + "not json\n")
+    source.write_text("".join(json.dumps({"article": f"a{i}", "headline": t, "label": i % 3})
+                              + "\n" for i, t in enumerate(TEXTS)) + "not json\n")
     run = infer("--checkpoint", str(workdir), "--input", str(source), "--column", "headline",
-                "--keep", "article,missing")
+                "--keep", "article,missing,label:gold")
     assert run.returncode == 0, run.stderr[-2000:]
     rows = [json.loads(line) for line in run.stdout.splitlines()]
     assert [r["article"] for r in rows] == [f"a{i}" for i in range(len(TEXTS))] + [None]
+    assert [r["gold"] for r in rows] == [i % 3 for i in range(len(TEXTS))] + [None]
     assert {r["missing"] for r in rows} == {None} and rows[-1]["error"].endswith("not JSON "
                                                                                  "(Expecting value)")
-    assert list(rows[0])[:3] == ["id", "article", "missing"]
+    assert list(rows[0])[:4] == ["id", "article", "missing", "gold"]
     want = Predictor.from_workdir(workdir).predict(TEXTS)
     assert [r["label"] for r in rows[:-1]] == [r["label"] for r in want]
     run = infer("--checkpoint", str(workdir), "--keep", "article", "Profit rose.")
