@@ -86,6 +86,8 @@ _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_m
                  "pytorch_model.bin.index.json")
 _HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer*",
                  "spiece.model", "vocab.txt", "vocab.json", "merges.txt", "special_tokens_map.json"]
+# older hub repos (ProsusAI/finbert's generation) hold PyTorch pickles only: fetched only then
+_HUB_PYTORCH_PATTERNS = ["pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*.bin"]
 
 
 def config_from_hf(hf_config: Any, num_labels: int | None = None, **overrides: Any) -> EncoderConfig:
@@ -348,7 +350,9 @@ def mlm_head_state_dict(config: EncoderConfig, head: Params, word_embeddings: np
 
 
 def _resolve(name_or_path: str | os.PathLike) -> Path:
-    """A local folder as is; otherwise a hub repo id, downloaded (weights, config, tokenizer)."""
+    """A local folder as is; otherwise a hub repo id, downloaded (weights, config, tokenizer):
+    safetensors, or the PyTorch pickles where a repo has no safetensors (reading them needs
+    torch)."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
@@ -357,8 +361,11 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(str(name_or_path), allow_patterns=_HUB_PATTERNS))
-    except Exception as err:  # offline, unknown repo, no safetensors: say what was tried
+        folder = Path(snapshot_download(str(name_or_path), allow_patterns=_HUB_PATTERNS))
+        if not any((folder / name).exists() for name in _WEIGHT_FILES):
+            folder = Path(snapshot_download(str(name_or_path), allow_patterns=_HUB_PYTORCH_PATTERNS))
+        return folder
+    except Exception as err:  # offline, unknown repo: say what was tried
         raise OSError(f"{name_or_path!r} is not a local folder and could not be fetched from the "
                       f"hub ({type(err).__name__}: {err})") from err
 

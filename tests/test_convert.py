@@ -229,6 +229,43 @@ def test_pytorch_bin_and_legacy_names(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_hub_repo_with_pytorch_weights_only(tmp_path, monkeypatch):
+    """Older hub repos hold pytorch_model.bin and no safetensors: fetched (only) when the
+    safetensors patterns bring no weights."""
+    import fnmatch
+    import shutil
+
+    import huggingface_hub
+
+    folder = save_random_hf(tmp_path / "st", "bert", num_labels=3, **TINY_BERT)
+    repos = {"org/new": folder, "org/old": tmp_path / "old"}
+    repos["org/old"].mkdir()
+    (repos["org/old"] / "config.json").write_text((folder / "config.json").read_text())
+    torch.save({k: torch.from_numpy(v) for k, v in read_state_dict(folder).items()},
+               repos["org/old"] / "pytorch_model.bin")
+    (repos["org/old"] / "training_args.bin").write_bytes(b"not weights")
+    calls = []
+
+    def snapshot_download(repo, allow_patterns):  # the hub: the repo's files that match
+        calls.append((repo, tuple(allow_patterns)))
+        snapshot = tmp_path / "cache" / repo.replace("/", "--")
+        snapshot.mkdir(parents=True, exist_ok=True)
+        for file in repos[repo].iterdir():
+            if any(fnmatch.fnmatch(file.name, p) for p in allow_patterns):
+                shutil.copy(file, snapshot / file.name)
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    _, new = load_pretrained("org/new")
+    assert len(calls) == 1  # safetensors found: no pickles fetched
+    _, old = load_pretrained("org/old")
+    assert [c[0] for c in calls[1:]] == ["org/old", "org/old"]
+    assert "pytorch_model.bin" in calls[2][1] and "*.bin" not in calls[2][1]
+    assert not (tmp_path / "cache" / "org--old" / "training_args.bin").exists()
+    for a, b in zip(jax_leaves(new), jax_leaves(old), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_sharded_safetensors(tmp_path):
     model = transformers.BertForSequenceClassification(transformers.BertConfig(num_labels=2, **TINY_BERT))
     model.save_pretrained(tmp_path, max_shard_size="20KB")
