@@ -107,6 +107,11 @@ class Predictor:
                                         **serving)
         hf_config, _, folder = checkpoint
         config = model.config
+        problem = getattr(hf_config, "problem_type", None)
+        if problem in ("regression", "multi_label_classification") or config.num_labels < 2:
+            raise ValueError(f"{folder}: problem_type={problem!r} with num_labels="
+                             f"{config.num_labels}; only single-label classification (a softmax "
+                             "over two or more labels, what every exit policy reads) is served")
         limit = min(config.max_length, 512)
         max_length = limit if max_length is None else max_length
         if not 1 <= max_length <= config.max_length:

@@ -111,13 +111,20 @@ def test_a_transformers_classifier_is_served(trained, tmp_path, monkeypatch):
 
 
 def test_a_checkpoint_without_a_trained_classifier_is_not_served(tmp_path):
-    """A bare encoder (or a masked-LM model) would be served through a random classifier."""
+    """A bare encoder (or a masked-LM model) would be served through a random classifier, and a
+    regression or multi-label head through a softmax that means nothing for it."""
     from conftest import TINY_BERT, save_random_hf
 
     folder = save_random_hf(tmp_path / "bert", "bert", head=False, **TINY_BERT)
     with pytest.raises(ValueError, match=r"not a trained classifier \(.*classifier.* not in the "
                                          r"checkpoint"):
         Predictor.load(folder)
+    for problem, labels in (("regression", 1), ("multi_label_classification", 3)):
+        folder = save_random_hf(tmp_path / problem, "bert", num_labels=labels,
+                                problem_type=problem, **TINY_BERT)
+        with pytest.raises(ValueError, match=f"problem_type='{problem}' with num_labels={labels}; "
+                                             "only single-label classification"):
+            Predictor.load(folder)
 
 
 def test_infer_cli_serves_a_transformers_folder(trained, tmp_path):
