@@ -45,6 +45,9 @@ flags.DEFINE_list("keep", [], "Columns of a .csv/.tsv/.jsonl --input copied into
                   "row after its id (e.g. --keep article_id,published), as they are in the file; "
                   "null where a row lacks them. COLUMN:NAME writes it as NAME (--keep label:gold "
                   "for a column named like an output field).")
+flags.DEFINE_string("gold", None, "A column of the --input table holding each text's true label "
+                    "(a label name or id): the summary then gives accuracy and macro-F1 against "
+                    "it, and counts the rows it could not score.")
 flags.DEFINE_string("encoding", "utf-8", "Encoding of --input/stdin (undecodable bytes become U+FFFD).")
 flags.DEFINE_enum("bad_rows", "mark", ["mark", "error"], "An input row with no text (bad CSV/JSONL "
                   "row): 'mark' writes a row with an error field, 'error' stops there.")
@@ -80,18 +83,28 @@ flags.DEFINE_boolean("warm_up", False, "Compile the programs of every length buc
 FLAGS = flags.FLAGS
 
 
+def columns(names: list[str]):
+    """Those columns of --input, row for row with the texts (a second read of the file); a
+    missing column is refused here, before any text is classified."""
+    from elbert_jax.predict import read_columns
+
+    values = read_columns(FLAGS.input, names, FLAGS.encoding)
+    first = next(values, None)
+    return values if first is None else itertools.chain([first], values)
+
+
 def main(argv):
     absl_logging.set_verbosity(absl_logging.WARNING)
     from tqdm import tqdm
 
     from elbert_jax import parallel
     from elbert_jax.data import DataError
-    from elbert_jax.predict import (Predictor, Summary, read_columns, read_texts, split_pairs,
-                                    write_rows)
+    from elbert_jax.predict import Predictor, Summary, read_texts, split_pairs, write_rows
 
     parallel.configure_xla()
-    if FLAGS.keep and not FLAGS.input:
-        sys.exit("infer.py: error: --keep copies columns of an --input table (.csv/.tsv/.jsonl)")
+    if (FLAGS.keep or FLAGS.gold) and not FLAGS.input:
+        sys.exit("infer.py: error: --keep and --gold read columns of an --input table "
+                 "(.csv/.tsv/.jsonl)")
     try:
         predictor = Predictor.load(
             FLAGS.checkpoint, engine=FLAGS.engine, batch_size=FLAGS.batch_size,
@@ -118,22 +131,22 @@ def main(argv):
             live = True  # a feed on a pipe: answer each line as soon as the model is free
         if FLAGS.warm_up:
             predictor.warm_up(trace=FLAGS.trace)
-        summary = Summary(predictor.model.config.num_hidden_layers)
-        # a row's kept columns come from a second read of the file, row for row
-        kept = itertools.repeat({})
+        summary = Summary(predictor.model.config.num_hidden_layers, predictor.label_names,
+                          scoring=bool(FLAGS.gold))
         names = {c: n or c for c, _, n in (item.partition(":") for item in FLAGS.keep)}
-        if FLAGS.keep:
-            kept = ({names[c]: v for c, v in values.items()}
-                    for values in read_columns(FLAGS.input, list(names), FLAGS.encoding))
-            kept = itertools.chain([next(kept, {})], kept)  # a missing column: refused now
+        kept = columns(list(names)) if names else itertools.repeat({})
+        kept = ({names[c]: v for c, v in values.items()} for values in kept)
+        golds = ((v[FLAGS.gold] for v in columns([FLAGS.gold])) if FLAGS.gold
+                 else itertools.repeat(None))
         rows = ({"id": i, **extra, **row} for i, (row, extra) in enumerate(zip(
             predictor.stream(texts, chunk=FLAGS.chunk, trace=FLAGS.trace, live=live), kept)))
         with contextlib.ExitStack() as stack:
             out = (stack.enter_context(open(FLAGS.output, "w", encoding="utf-8", newline=""))
                    if FLAGS.output else sys.stdout)
             progress = tqdm(unit="text", file=sys.stderr, disable=None, mininterval=1.0)
-            for row in write_rows(rows, out, FLAGS.format, list(names.values())):
-                summary.add(row)
+            for row, gold in zip(write_rows(rows, out, FLAGS.format, list(names.values())),
+                                 golds):
+                summary.add(row, gold)
                 progress.update()
                 if live:
                     out.flush()

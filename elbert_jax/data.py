@@ -279,7 +279,7 @@ def deduplicate(data: TextSet) -> tuple[TextSet, dict[str, int]]:
 
 # ---------------------------------------------------------------- generic sources
 
-def _label_index(value: Any, label_names: list[str] | None) -> int | str | None:
+def label_index(value: Any, label_names: list[str] | None) -> int | str | None:
     """The label's id (names or integer ids), the raw value when names are not known yet, or None."""
     if label_names is None:
         return value
@@ -297,7 +297,7 @@ def _to_textset(rows: list[tuple[str, Any, str | None]], label_names: list[str] 
                 sources: list[str], bad: BadRows) -> tuple[TextSet, list[str]]:
     kept, raw = [], []
     for row, where in zip(rows, sources):
-        index = _label_index(row[1], label_names)
+        index = label_index(row[1], label_names)
         if index is None:
             bad.add(where, f"label not in {label_names}", repr(row[1])[:30])
         else:

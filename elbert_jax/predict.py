@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from elbert_jax import exits, parallel
-from elbert_jax.data import INPUT_FORMATS, DataError, csv_records
+from elbert_jax.data import INPUT_FORMATS, DataError, csv_records, label_index
 from elbert_jax.engines import Engine, Results
 from elbert_jax.model import ElbertModel, Params
 from elbert_jax.tokenizer import Tokenizer, load_tokenizer
@@ -559,9 +559,12 @@ def split_pairs(lines: Iterable[str], source: str, bad_rows: str = "mark"
 
 @dataclasses.dataclass
 class Summary:
-    """Counts, throughput and exit depths of a run, for infer.py's report on stderr."""
+    """Counts, throughput and exit depths of a run, for infer.py's report on stderr; with
+    ``scoring`` (infer.py --gold), accuracy and macro-F1 against the gold labels ``add`` gets."""
 
     num_layers: int
+    label_names: Sequence[str] = ()
+    scoring: bool = False
     count: int = 0
     errors: int = 0
     empty: int = 0
@@ -569,9 +572,17 @@ class Summary:
     layer_total: int = 0
     histogram: dict[int, int] = dataclasses.field(default_factory=dict)
     started: float = dataclasses.field(default_factory=time.perf_counter)
+    gold: list[int] = dataclasses.field(default_factory=list)  # scored rows' gold label ids
+    predicted: list[int] = dataclasses.field(default_factory=list)
+    unscored: dict[str, int] = dataclasses.field(default_factory=dict)  # why, how many
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, row: dict[str, Any], gold: Any = None) -> None:
+        """Counts ``row``; with ``scoring``, ``gold`` (a label name or id, as a file holds it)
+        scores it. A row without a gold label, with one outside ``label_names`` or without a
+        prediction (an error row) is counted as unscored, by reason: nothing is left out."""
         self.count += 1
+        if self.scoring:
+            self._score(row, gold)
         if row.get("error"):
             self.errors += 1
             return
@@ -580,17 +591,40 @@ class Summary:
         self.layer_total += row["exit_layer"]
         self.histogram[row["exit_layer"]] = self.histogram.get(row["exit_layer"], 0) + 1
 
+    def _score(self, row: dict[str, Any], gold: Any) -> None:
+        index = None if gold is None or gold == "" else label_index(gold, list(self.label_names))
+        reason = ("no_gold_label" if gold is None or gold == "" else
+                  "gold_label_not_a_model_label" if index is None else
+                  "not_classified" if row.get("error") else None)
+        if reason:
+            self.unscored[reason] = self.unscored.get(reason, 0) + 1
+        else:
+            self.gold.append(index)
+            self.predicted.append(list(self.label_names).index(row["label"]))
+
     def report(self) -> dict[str, Any]:
         seconds = time.perf_counter() - self.started
         classified = self.count - self.errors
         mean = self.layer_total / classified if classified else None  # JSON has no NaN
-        return {"count": self.count, "errors": self.errors, "empty": self.empty,
-                "truncated": self.truncated,
-                "seconds": round(seconds, 3),
-                "texts_per_s": round(self.count / seconds, 1) if seconds else None,
-                "mean_exit_layer": None if mean is None else round(mean, 4),
-                "computation_cost": None if mean is None else round(mean / self.num_layers, 4),
-                "exit_histogram": {str(k): self.histogram[k] for k in sorted(self.histogram)}}
+        out = {"count": self.count, "errors": self.errors, "empty": self.empty,
+               "truncated": self.truncated,
+               "seconds": round(seconds, 3),
+               "texts_per_s": round(self.count / seconds, 1) if seconds else None,
+               "mean_exit_layer": None if mean is None else round(mean, 4),
+               "computation_cost": None if mean is None else round(mean / self.num_layers, 4),
+               "exit_histogram": {str(k): self.histogram[k] for k in sorted(self.histogram)}}
+        if self.scoring:
+            from sklearn.metrics import f1_score
+
+            gold, predicted = np.array(self.gold, int), np.array(self.predicted, int)
+            scored = len(gold)
+            out["gold"] = {"scored": scored, "unscored": dict(sorted(self.unscored.items())),
+                           "accuracy": round(float((gold == predicted).mean()), 5) if scored
+                           else None,
+                           "macro_f1": round(float(f1_score(
+                               gold, predicted, labels=range(len(self.label_names)),
+                               average="macro", zero_division=0)), 5) if scored else None}
+        return out
 
 
 OUTPUT_FIELDS = ("id", "label", "score", "exit_layer", "probs", "trace", "empty", "truncated",

@@ -182,9 +182,14 @@ def test_infer_cli_keeps_input_columns(trained, tmp_path):
     source.write_text("".join(json.dumps({"article": f"a{i}", "headline": t, "label": i % 3})
                               + "\n" for i, t in enumerate(TEXTS)) + "not json\n")
     run = infer("--checkpoint", str(workdir), "--input", str(source), "--column", "headline",
-                "--keep", "article,missing,label:gold")
+                "--keep", "article,missing,label:gold", "--gold", "label")
     assert run.returncode == 0, run.stderr[-2000:]
     rows = [json.loads(line) for line in run.stdout.splitlines()]
+    names = Predictor.from_workdir(workdir).label_names
+    right = sum(names[r["gold"]] == r["label"] for r in rows[:-1])
+    scored = json.loads(run.stderr.strip().splitlines()[-1])["gold"]
+    assert scored["scored"] == len(TEXTS) and scored["unscored"] == {"no_gold_label": 1}
+    assert scored["accuracy"] == round(right / len(TEXTS), 5)
     assert [r["article"] for r in rows] == [f"a{i}" for i in range(len(TEXTS))] + [None]
     assert [r["gold"] for r in rows] == [i % 3 for i in range(len(TEXTS))] + [None]
     assert {r["missing"] for r in rows} == {None} and rows[-1]["error"].endswith("not JSON "
@@ -192,8 +197,31 @@ def test_infer_cli_keeps_input_columns(trained, tmp_path):
     assert list(rows[0])[:4] == ["id", "article", "missing", "gold"]
     want = Predictor.from_workdir(workdir).predict(TEXTS)
     assert [r["label"] for r in rows[:-1]] == [r["label"] for r in want]
-    run = infer("--checkpoint", str(workdir), "--keep", "article", "Profit rose.")
-    assert run.returncode == 1 and "--keep copies columns of an --input table" in run.stderr
+    run = infer("--checkpoint", str(workdir), "--gold", "label", "Profit rose.")
+    assert run.returncode == 1 and "--keep and --gold read columns of an --input table" in run.stderr
+    table = tmp_path / "news.csv"
+    table.write_text("text,label\nProfit rose.,positive\n")
+    run = infer("--checkpoint", str(workdir), "--input", str(table), "--gold", "nope")
+    assert run.returncode == 1 and "news.csv:1: missing column(s) ['nope']" in run.stderr
+    assert not run.stdout  # refused before any text was classified
+
+
+def test_infer_gold_scores_a_test_split_as_training_did(trained, tmp_path):
+    """infer.py --gold on a run's own test split, at its last exit, gives the accuracy and
+    macro-F1 that training recorded for it."""
+    from elbert_jax import checkpoints, training
+
+    workdir, result = trained
+    test = training.load_splits(checkpoints.saved_config(workdir)).test
+    with open(tmp_path / "test.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([("text", "label"), *zip(test.texts, test.labels.tolist())])
+    run = infer("--checkpoint", str(workdir), "--input", str(tmp_path / "test.csv"), "--gold",
+                "label", "--policy", "static", "--layer", "3")
+    assert run.returncode == 0, run.stderr[-2000:]
+    gold = json.loads(run.stderr.strip().splitlines()[-1])["gold"]
+    assert gold["scored"] == len(test.texts) and gold["unscored"] == {}
+    assert gold["accuracy"] == round(result["test"]["accuracy"], 5)
+    assert gold["macro_f1"] == round(result["test"]["macro_f1"], 5)
 
 
 def test_read_texts(tmp_path):
@@ -302,6 +330,22 @@ def test_write_rows_and_summary():
     report = summary.report()
     assert report["count"] == 2 and report["mean_exit_layer"] == 3.0
     assert report["computation_cost"] == 0.75 and report["exit_histogram"] == {"2": 1, "4": 1}
+
+
+def test_summary_scores_against_gold_labels_and_counts_what_it_cannot():
+    summary = Summary(num_layers=4, label_names=["negative", "neutral", "positive"], scoring=True)
+    rows = [{"label": "positive", "exit_layer": 1}, {"label": "negative", "exit_layer": 2},
+            {"label": "neutral", "exit_layer": 4}, {"label": "neutral", "exit_layer": 4},
+            {"label": "neutral", "exit_layer": 4}, {"label": None, "exit_layer": None, "error": "x"}]
+    for row, gold in zip(rows, ["positive", 0, "2", "mixed", None, "neutral"]):
+        summary.add(row, gold)  # names, ids and id strings, as files hold them
+    gold = summary.report()["gold"]
+    assert gold["scored"] == 3 and gold["accuracy"] == round(2 / 3, 5)
+    assert gold["unscored"] == {"gold_label_not_a_model_label": 1, "no_gold_label": 1,
+                                "not_classified": 1}
+    # F1 negative 1, positive 2/3 (one of two found), neutral 0 (predicted once, wrongly)
+    assert gold["macro_f1"] == round((1 + 2 / 3 + 0) / 3, 5)
+    assert "gold" not in Summary(num_layers=4).report()
 
 
 def test_summary_of_no_classified_rows_is_valid_json():
