@@ -574,6 +574,7 @@ class Summary:
     started: float = dataclasses.field(default_factory=time.perf_counter)
     gold: list[int] = dataclasses.field(default_factory=list)  # scored rows' gold label ids
     predicted: list[int] = dataclasses.field(default_factory=list)
+    scored_layers: list[int] = dataclasses.field(default_factory=list)  # their exit layers
     unscored: dict[str, int] = dataclasses.field(default_factory=dict)  # why, how many
 
     def add(self, row: dict[str, Any], gold: Any = None) -> None:
@@ -601,6 +602,7 @@ class Summary:
         else:
             self.gold.append(index)
             self.predicted.append(list(self.label_names).index(row["label"]))
+            self.scored_layers.append(row["exit_layer"])
 
     def report(self) -> dict[str, Any]:
         seconds = time.perf_counter() - self.started
@@ -617,13 +619,19 @@ class Summary:
             from sklearn.metrics import f1_score
 
             gold, predicted = np.array(self.gold, int), np.array(self.predicted, int)
+            right, layers = gold == predicted, np.array(self.scored_layers, int)
             scored = len(gold)
             out["gold"] = {"scored": scored, "unscored": dict(sorted(self.unscored.items())),
-                           "accuracy": round(float((gold == predicted).mean()), 5) if scored
-                           else None,
+                           "accuracy": round(float(right.mean()), 5) if scored else None,
                            "macro_f1": round(float(f1_score(
                                gold, predicted, labels=range(len(self.label_names)),
-                               average="macro", zero_division=0)), 5) if scored else None}
+                               average="macro", zero_division=0)), 5) if scored else None,
+                           # how right the texts that exit at each layer are: where a policy
+                           # stops too early shows as a low accuracy at a shallow layer
+                           "by_exit_layer": {str(k): {"scored": int((layers == k).sum()),
+                                                      "accuracy": round(float(right[layers == k]
+                                                                              .mean()), 5)}
+                                             for k in sorted(set(self.scored_layers))}}
         return out
 
 

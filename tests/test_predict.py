@@ -345,6 +345,9 @@ def test_summary_scores_against_gold_labels_and_counts_what_it_cannot():
                                 "not_classified": 1}
     # F1 negative 1, positive 2/3 (one of two found), neutral 0 (predicted once, wrongly)
     assert gold["macro_f1"] == round((1 + 2 / 3 + 0) / 3, 5)
+    assert gold["by_exit_layer"] == {"1": {"scored": 1, "accuracy": 1.0},
+                                     "2": {"scored": 1, "accuracy": 1.0},
+                                     "4": {"scored": 1, "accuracy": 0.0}}
     assert "gold" not in Summary(num_layers=4).report()
 
 
