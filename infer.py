@@ -6,6 +6,7 @@
       --format csv --engine refill --batch_size 256
   python infer.py --checkpoint runs/demo --from_report "Kone issued a profit warning in 2008."
   python infer.py --checkpoint runs/demo/hf "Profit rose."  # a transformers classifier folder
+  python infer.py --checkpoint runs/demo --input test.csv --gold label  # scored on a labelled file
   tail -f news.txt | python infer.py --checkpoint runs/demo --warm_up  # a live feed: a row per line
 
 Texts come from the arguments, stdin lines, or --input (.txt/.csv/.tsv/.jsonl); a checkpoint
@@ -47,7 +48,7 @@ flags.DEFINE_list("keep", [], "Columns of a .csv/.tsv/.jsonl --input copied into
                   "for a column named like an output field).")
 flags.DEFINE_string("gold", None, "A column of the --input table holding each text's true label "
                     "(a label name or id): the summary then gives accuracy and macro-F1 against "
-                    "it, and counts the rows it could not score.")
+                    "it, overall and by exit layer, and counts the rows it could not score.")
 flags.DEFINE_string("encoding", "utf-8", "Encoding of --input/stdin (undecodable bytes become U+FFFD).")
 flags.DEFINE_enum("bad_rows", "mark", ["mark", "error"], "An input row with no text (bad CSV/JSONL "
                   "row): 'mark' writes a row with an error field, 'error' stops there.")
