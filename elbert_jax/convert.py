@@ -363,7 +363,8 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
 
         folder = Path(snapshot_download(str(name_or_path), allow_patterns=_HUB_PATTERNS))
         if not any((folder / name).exists() for name in _WEIGHT_FILES):
-            folder = Path(snapshot_download(str(name_or_path), allow_patterns=_HUB_PYTORCH_PATTERNS))
+            folder = Path(snapshot_download(str(name_or_path),
+                                            allow_patterns=_HUB_PYTORCH_PATTERNS))
         return folder
     except Exception as err:  # offline, unknown repo: say what was tried
         raise OSError(f"{name_or_path!r} is not a local folder and could not be fetched from the "
@@ -420,8 +421,8 @@ def load_pretrained(name_or_path: str | os.PathLike, num_labels: int | None = No
     ``dtype="bfloat16"``, ``head_per_layer=True`` or dropouts. The exit head's pooler and
     classifier come from the checkpoint when it has them; otherwise they are initialised from
     ``seed`` and a warning names them, or, with ``require_head`` (serving, where a random head
-    would answer at random), a ValueError does. ``checkpoint``: ``read_checkpoint(name_or_path)`` when the
-    caller has read it already (for the tensors a classifier does not use).
+    would answer at random), a ValueError does. ``checkpoint``: ``read_checkpoint(name_or_path)``
+    when the caller has read it already (for the tensors a classifier does not use).
     """
     hf_config, state, folder = checkpoint or read_checkpoint(name_or_path)
     config = config_from_hf(hf_config, num_labels, **config_overrides)

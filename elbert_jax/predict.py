@@ -142,7 +142,8 @@ class Predictor:
                                     or name.count("/") > 1):  # a path, not a hub id: say so
             raise FileNotFoundError(f"{checkpoint}: no such folder (a workdir written by train.py "
                                     "with its model.json, or a transformers checkpoint)")
-        if folder.is_dir() and not any((folder / f).is_file() for f in ("model.json", "config.json")):
+        if folder.is_dir() and not any((folder / f).is_file()
+                                       for f in ("model.json", "config.json")):
             raise FileNotFoundError(f"{checkpoint}: neither a workdir written by train.py (no "
                                     "model.json) nor a transformers checkpoint (no config.json)")
         if (folder / "model.json").is_file():

@@ -298,5 +298,5 @@ def export(workdir: str | Path, export_dir: str | Path) -> Path:
     try:
         return save_pretrained(export_dir, model.config, params, tokenizer, meta["label_names"])
     except ValueError as error:  # a model transformers cannot run: train.py's one error line
-        raise config_lib.ConfigError(f"{workdir} cannot be exported: {error} (infer.py serves the workdir "
-                          "itself)") from error
+        raise config_lib.ConfigError(f"{workdir} cannot be exported: {error} (infer.py serves "
+                                     "the workdir itself)") from error

@@ -214,7 +214,8 @@ def test_infer_cli_hostile_files(trained, tmp_path):
     assert [int(r["id"]) for r in rows] == list(range(len(CSV_ROWS)))
     errors = [r["error"] for r in rows]
     assert sum(bool(e) for e in errors) == 1 and "more fields than the header" in errors[6]
-    assert rows[6]["score"] == "" and all(-1 <= float(r["score"]) <= 1 for r in rows if not r["error"])
+    assert rows[6]["score"] == ""
+    assert all(-1 <= float(r["score"]) <= 1 for r in rows if not r["error"])
     assert json.loads(run.stderr.decode().strip().splitlines()[-1])["errors"] == 1
 
     run = run_infer("--checkpoint", str(workdir), "--input", str(path), "--bad_rows", "error")
