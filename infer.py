@@ -135,10 +135,11 @@ def main(argv):
         summary = Summary(predictor.model.config.num_hidden_layers, predictor.label_names,
                           scoring=bool(FLAGS.gold))
         names = {c: n or c for c, _, n in (item.partition(":") for item in FLAGS.keep)}
-        kept = columns(list(names)) if names else itertools.repeat({})
-        kept = ({names[c]: v for c, v in values.items()} for values in kept)
-        golds = ((v[FLAGS.gold] for v in columns([FLAGS.gold])) if FLAGS.gold
-                 else itertools.repeat(None))
+        wanted = list(dict.fromkeys([*names, *filter(None, [FLAGS.gold])]))
+        values = columns(wanted) if wanted else itertools.repeat({})
+        kept, golds = itertools.tee(values)  # one read of the file feeds both
+        kept = ({names[c]: v[c] for c in names} for v in kept)
+        golds = (v.get(FLAGS.gold) for v in golds)
         rows = ({"id": i, **extra, **row} for i, (row, extra) in enumerate(zip(
             predictor.stream(texts, chunk=FLAGS.chunk, trace=FLAGS.trace, live=live), kept)))
         with contextlib.ExitStack() as stack:

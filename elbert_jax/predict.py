@@ -66,7 +66,7 @@ class Predictor:
         from elbert_jax import checkpoints  # the trainer's stack (orbax, ml_collections) only here
 
         model, params, meta = checkpoints.restore_best_params(workdir)
-        serving = {k: v for k, v in (("dtype", dtype), ("attention", attention)) if v is not None}
+        serving = _given(dtype=dtype, attention=attention)
         if serving:
             model = type(model)(model.config.replace(**serving))
         fields = {f.name for f in dataclasses.fields(exits.ExitPolicy)}
@@ -78,13 +78,11 @@ class Predictor:
             chosen = report.validated_policy(workdir, policy_overrides.get("name") or
                                              settings["name"], meta["best_step"])
             settings = dataclasses.asdict(chosen)
-        settings.update({k: v for k, v in policy_overrides.items() if v is not None})
-        policy = exits.ExitPolicy(**settings)
-        mesh = parallel.data_mesh(devices, local=True)
+        policy = exits.ExitPolicy(**settings | _given(**policy_overrides))
         text_column, pair_column = checkpoints.input_columns(workdir)
         return cls(model, params, load_tokenizer(Path(workdir) / "tokenizer"), meta["label_names"],
                    policy, meta["max_length"], meta["buckets"], engine, batch_size,
-                   mesh if mesh.size > 1 else None, pair_column, text_column)
+                   _local_mesh(devices), pair_column, text_column)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, engine: str = "refill",
@@ -102,9 +100,8 @@ class Predictor:
         from elbert_jax.convert import load_pretrained, read_checkpoint
 
         checkpoint = read_checkpoint(name_or_path)  # a hub id is fetched once, tokenizer included
-        serving = {k: v for k, v in (("dtype", dtype), ("attention", attention)) if v is not None}
         model, params = load_pretrained(name_or_path, checkpoint=checkpoint, require_head=True,
-                                        **serving)
+                                        **_given(dtype=dtype, attention=attention))
         hf_config, _, folder = checkpoint
         config = model.config
         problem = getattr(hf_config, "problem_type", None)
@@ -118,16 +115,14 @@ class Predictor:
             raise ValueError(f"max_length={max_length} must be in [1, {config.max_length}], the "
                              f"positions {folder} has")
         settings = {"name": "static", "layer": config.num_hidden_layers}
-        settings.update({k: v for k, v in policy_overrides.items() if v is not None})
         tokenizer = load_tokenizer(folder)
         if tokenizer.vocab_size > config.vocab_size:  # JAX would clamp the ids past it in silence
             raise ValueError(f"{folder}: the tokenizer has {tokenizer.vocab_size} tokens but the "
                              f"model's vocabulary {config.vocab_size}")
         labels = [str(hf_config.id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
-        mesh = parallel.data_mesh(devices, local=True)
-        return cls(model, params, tokenizer, labels, exits.ExitPolicy(**settings), max_length,
-                   tokenizer.buckets(max_length), engine, batch_size,
-                   mesh if mesh.size > 1 else None)
+        return cls(model, params, tokenizer, labels,
+                   exits.ExitPolicy(**settings | _given(**policy_overrides)), max_length,
+                   tokenizer.buckets(max_length), engine, batch_size, _local_mesh(devices))
 
     @classmethod
     def load(cls, checkpoint: str | Path, from_report: bool = False,
@@ -314,6 +309,17 @@ class Predictor:
                        "probs": None, "exit_layer": None, "error": str(item)}
             else:
                 yield next(rows)
+
+
+def _given(**fields: Any) -> dict[str, Any]:
+    """The fields a caller set (not None): serving and policy overrides."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _local_mesh(devices: int) -> jax.sharding.Mesh | None:
+    """A mesh over ``devices`` of this host's devices (0: all), or None for one device."""
+    mesh = parallel.data_mesh(devices, local=True)
+    return mesh if mesh.size > 1 else None
 
 
 def _texts_and_pairs(items: list[str | tuple[str, str]]) -> tuple[list[str], list[str] | None]:
